@@ -1,0 +1,375 @@
+"""The reactor: one selector, a ready queue, a timer heap, and a thread-safe entry.
+
+This layer knows nothing of QMP. It owns:
+
+- the ``selectors`` selector, whose ``SelectorKey.data`` holds the ``[reader, writer]``
+  callbacks of a file descriptor, so one lookup dispatches an I/O event;
+- a deque of ready callbacks; each pass runs only the callbacks that were ready when it
+  began, so a callback that schedules another cannot starve I/O;
+- a heap of timers with lazy cancellation (a cancelled timer stays in the heap until it
+  reaches the top, and the heap is compacted once more than half of it is cancelled);
+- ``call_soon_threadsafe``: the only entry from other threads, a deque plus a wake-up
+  socket pair.
+
+Theory of operation: a thread "drives" the reactor while it is inside :meth:`Reactor.run`
+or :meth:`Reactor.run_once`. Only one thread drives a reactor at a time; any thread may
+drive an idle reactor (``Future.result()`` does so). Callbacks run on the driving
+thread, one at a time; an exception escaping a callback is logged through the
+``qmplex.reactor`` logger and never stops the reactor.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import StateError
+
+__all__ = ["Reactor", "Handle", "TimerHandle"]
+
+logger = logging.getLogger(__name__)
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+
+
+class Handle:
+    """A scheduled callback; :meth:`cancel` prevents it from running."""
+
+    __slots__ = ("_callback", "_args", "_cancelled")
+
+    def __init__(self, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Prevent the callback from running (no effect once it has run)."""
+        self._cancelled = True
+
+    def cancelled(self) -> bool:
+        """Return True if :meth:`cancel` was called."""
+        return self._cancelled
+
+    def _run(self) -> None:
+        try:
+            self._callback(*self._args)
+        except Exception:
+            logger.exception("callback %r raised", self._callback)
+
+
+class TimerHandle(Handle):
+    """A callback scheduled for a point in time (``reactor.time()`` seconds)."""
+
+    __slots__ = ("when", "_reactor")
+
+    def __init__(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        reactor: Reactor,
+    ) -> None:
+        super().__init__(callback, args)
+        self.when = when
+        self._reactor: Reactor | None = reactor
+
+    def cancel(self) -> None:
+        """Prevent the timer from firing; it is dropped from the heap lazily."""
+        if not self._cancelled:
+            self._cancelled = True
+            reactor = self._reactor
+            if reactor is not None:
+                self._reactor = None
+                reactor._timer_cancelled()
+
+    def __lt__(self, other: TimerHandle) -> bool:
+        return self.when < other.when
+
+
+class Reactor:
+    """A single-threaded event loop over ``selectors`` for any number of QMP clients.
+
+    Args:
+        clock: a monotonic clock returning seconds; tests inject a fake one.
+        selector: the selector to use (default: ``selectors.DefaultSelector()``).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        selector: selectors.BaseSelector | None = None,
+    ) -> None:
+        self._clock = clock
+        self._selector = selector if selector is not None else selectors.DefaultSelector()
+        self._ready: collections.deque[Handle] = collections.deque()
+        self._timers: list[TimerHandle] = []
+        self._cancelled_timers = 0
+        self._threadsafe: collections.deque[Handle] = collections.deque()
+        self._stopping = False
+        self._closed = False
+        self._driver: int | None = None  # thread id driving the reactor now
+        self._drive_lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_pending = False
+        self._selector.register(self._wake_r.fileno(), _READ, [self._on_wakeup, None])
+
+    # ------------------------------------------------------------------ time
+    def time(self) -> float:
+        """Return the reactor's clock (monotonic seconds); deadlines are based on it."""
+        return self._clock()
+
+    # ------------------------------------------------------------- scheduling
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
+        """Run ``callback(*args)`` on the reactor's next pass.
+
+        Must be called on the thread driving the reactor (or while no thread drives it);
+        other threads use :meth:`call_soon_threadsafe`.
+        """
+        handle = Handle(callback, args)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle."""
+        return self.call_at(self._clock() + delay, callback, *args)
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` at ``when`` (a ``reactor.time()`` value)."""
+        timer = TimerHandle(when, callback, args, self)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> Handle:
+        """Schedule ``callback(*args)`` from any thread and wake the reactor up.
+
+        This is the only reactor method that may be called from a thread that is not
+        driving the reactor.
+        """
+        if self._closed:
+            raise StateError("reactor is closed")
+        handle = Handle(callback, args)
+        self._threadsafe.append(handle)  # deque.append is atomic
+        self._wake()
+        return handle
+
+    def _wake(self) -> None:
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass  # the pipe is full: the reactor will wake up anyway
+        except OSError:
+            if not self._closed:
+                raise
+
+    def _on_wakeup(self) -> None:
+        self._wake_pending = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        threadsafe = self._threadsafe
+        ready = self._ready
+        while threadsafe:
+            ready.append(threadsafe.popleft())
+
+    def _timer_cancelled(self) -> None:
+        self._cancelled_timers += 1
+        timers = self._timers
+        if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(timers):
+            self._timers = [t for t in timers if not t._cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
+
+    # -------------------------------------------------------------------- I/O
+    def add_reader(self, fd: int, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` whenever ``fd`` is readable (replaces an earlier reader)."""
+        self._set(fd, 0, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        """Stop watching ``fd`` for reading (no error if it was not watched)."""
+        self._set(fd, 0, None)
+
+    def add_writer(self, fd: int, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` whenever ``fd`` is writable (replaces an earlier writer)."""
+        self._set(fd, 1, callback)
+
+    def remove_writer(self, fd: int) -> None:
+        """Stop watching ``fd`` for writing (no error if it was not watched)."""
+        self._set(fd, 1, None)
+
+    def _set(self, fd: int, slot: int, callback: Callable[[], object] | None) -> None:
+        if self._closed:
+            raise StateError("reactor is closed")
+        selector = self._selector
+        try:
+            key = selector.get_key(fd)
+        except KeyError:
+            if callback is None:
+                return
+            data: list[Callable[[], object] | None] = [None, None]
+            data[slot] = callback
+            selector.register(fd, _READ if slot == 0 else _WRITE, data)
+            return
+        data = key.data
+        data[slot] = callback
+        mask = (_READ if data[0] is not None else 0) | (_WRITE if data[1] is not None else 0)
+        if mask == 0:
+            selector.unregister(fd)
+        elif mask != key.events:
+            selector.modify(fd, mask, data)
+
+    def watched_fds(self) -> int:
+        """Return how many file descriptors are registered (the wake-up pipe excluded)."""
+        return len(self._selector.get_map()) - 1
+
+    def pending_timers(self) -> int:
+        """Return how many timers are scheduled and not cancelled."""
+        return len(self._timers) - self._cancelled_timers
+
+    # ---------------------------------------------------------------- running
+    def is_running(self) -> bool:
+        """Return True while some thread is driving the reactor."""
+        return self._driver is not None
+
+    def in_reactor_thread(self) -> bool:
+        """Return True if the calling thread is driving the reactor (inside a callback)."""
+        return self._driver == threading.get_ident()
+
+    def run(self) -> None:
+        """Run until :meth:`stop` is called.
+
+        Raises:
+            StateError: another thread is driving the reactor, or it is closed.
+        """
+        self._enter()
+        try:
+            self._stopping = False
+            while not self._stopping:
+                self._run_once(None)
+        finally:
+            self._stopping = False
+            self._leave()
+
+    def run_once(self, timeout: float | None = None) -> None:
+        """Wait for I/O at most ``timeout`` seconds (None: until something happens),
+        then run the callbacks that are due.
+
+        A pending :meth:`stop` makes this call return without waiting.
+        """
+        self._enter()
+        try:
+            if self._stopping:
+                timeout = 0
+                self._stopping = False
+            self._run_once(timeout)
+        finally:
+            self._leave()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current pass. Safe from any thread."""
+        if threading.get_ident() == self._driver:
+            self._stopping = True
+        else:
+            try:
+                self.call_soon_threadsafe(self._set_stopping)
+            except StateError:
+                pass
+
+    def _set_stopping(self) -> None:
+        self._stopping = True
+
+    def _enter(self) -> None:
+        if self._closed:
+            raise StateError("reactor is closed")
+        me = threading.get_ident()
+        with self._drive_lock:
+            if self._driver is not None:
+                if self._driver == me:
+                    raise StateError(
+                        "the reactor is already running on this thread: a callback cannot "
+                        "run it again (it would re-enter the loop)"
+                    )
+                raise StateError("another thread is driving this reactor")
+            self._driver = me
+
+    def _leave(self) -> None:
+        self._driver = None
+
+    def _run_once(self, timeout: float | None) -> None:
+        ready = self._ready
+        timers = self._timers
+        # Drop cancelled timers at the head.
+        while timers and timers[0]._cancelled:
+            heapq.heappop(timers)
+            self._cancelled_timers -= 1
+        if ready or self._stopping:
+            timeout = 0
+        elif timers:
+            delay = max(0.0, timers[0].when - self._clock())
+            if timeout is None or delay < timeout:
+                timeout = delay
+        for key, mask in self._selector.select(timeout):
+            data = key.data
+            if mask & _READ and data[0] is not None:
+                try:
+                    data[0]()
+                except Exception:
+                    logger.exception("reader callback for fd %d raised", key.fd)
+            if mask & _WRITE and data[1] is not None:
+                try:
+                    data[1]()
+                except Exception:
+                    logger.exception("writer callback for fd %d raised", key.fd)
+        if timers:
+            now = self._clock()
+            while timers and timers[0].when <= now:
+                timer = heapq.heappop(timers)
+                if timer._cancelled:
+                    self._cancelled_timers -= 1
+                    continue
+                timer._reactor = None
+                ready.append(timer)
+        for _ in range(len(ready)):
+            handle = ready.popleft()
+            if not handle._cancelled:
+                handle._run()
+
+    # ---------------------------------------------------------------- closing
+    def close(self) -> None:
+        """Release the selector and the wake-up pipe. The reactor must not be running."""
+        if self._closed:
+            return
+        if self._driver is not None:
+            raise StateError("cannot close a running reactor")
+        self._closed = True
+        self._ready.clear()
+        self._timers.clear()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> Reactor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
