@@ -1,0 +1,72 @@
+"""qmplex: a fast, careful QEMU Machine Protocol (QMP) client for many VMs on one thread.
+
+Quick start::
+
+    import qmplex
+    client = qmplex.connect("/run/vm1/qmp.sock", timeout=5)
+    print(client.execute("query-status").result(timeout=5))
+
+See the README and ``docs/`` for the guide; the layers are described in each module.
+"""
+
+from .client import Client, ClientState, connect
+from .errors import (
+    Cancelled,
+    CommandError,
+    ConnectError,
+    ConnectionLost,
+    DecodeError,
+    GreetingError,
+    LineTooLong,
+    NegotiationError,
+    ProtocolError,
+    QMPError,
+    StateError,
+    Timeout,
+    UnexpectedReply,
+    ValidationError,
+)
+from .events import Event, EventFilter, Subscription
+from .futures import Future, gather
+from .protocol import QMPVersion
+from .reactor import Reactor
+
+__all__ = [
+    "Cancelled",
+    "Client",
+    "ClientState",
+    "CommandError",
+    "ConnectError",
+    "ConnectionLost",
+    "DecodeError",
+    "Event",
+    "EventFilter",
+    "Future",
+    "GreetingError",
+    "LineTooLong",
+    "NegotiationError",
+    "ProtocolError",
+    "QMPError",
+    "QMPVersion",
+    "Reactor",
+    "StateError",
+    "Subscription",
+    "Timeout",
+    "UnexpectedReply",
+    "ValidationError",
+    "connect",
+    "gather",
+    "__version__",
+]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qmplex")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0+unknown"
+
+
+__version__ = _version()
