@@ -1,0 +1,97 @@
+"""Event filters and the dispatch table."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from qmplex.events import DispatchTable, Event, EventFilter
+
+
+def ev(name: str, **data: object) -> Event:
+    return Event(name, dict(data), 1.5)
+
+
+def test_filter_matches_name_nested_data_and_predicate() -> None:
+    e = ev("BLOCK_JOB_COMPLETED", device="j1", info={"type": "mirror", "len": 5})
+    assert EventFilter("BLOCK_JOB_COMPLETED").matches(e)
+    assert not EventFilter("STOP").matches(e)
+    assert EventFilter(None, {"device": "j1"}).matches(e)
+    assert EventFilter(None, {"info": {"type": "mirror"}}).matches(e)
+    assert not EventFilter(None, {"info": {"type": "commit"}}).matches(e)
+    assert not EventFilter(None, {"missing": None}).matches(e)
+    assert EventFilter(predicate=lambda x: x.data["info"]["len"] == 5).matches(e)
+    assert not EventFilter(predicate=lambda x: False).matches(e)
+
+
+def test_from_message() -> None:
+    e = Event.from_message({"event": "STOP", "timestamp": {"seconds": 3, "microseconds": 500000}})
+    assert e == Event("STOP", {}, 3.5)
+    with pytest.raises(ValueError):
+        Event.from_message({"event": 3})
+
+
+def test_dispatch_by_name_and_index() -> None:
+    t = DispatchTable()
+    got: list[str] = []
+    subs = [
+        t.subscribe(
+            EventFilter("DEVICE_DELETED", {"device": f"d{i}"}), lambda e, i=i: got.append(f"d{i}")
+        )
+        for i in range(1000)
+    ]
+    t.subscribe(EventFilter("STOP"), lambda e: got.append("stop"))
+    assert t.wants(b"DEVICE_DELETED") and t.wants(b"STOP") and not t.wants(b"RESUME")
+    assert t.dispatch(ev("DEVICE_DELETED", device="d500", path="/x")) == 1
+    # A child event without "device" reaches none of the indexed subscriptions.
+    assert t.dispatch(ev("DEVICE_DELETED", path="/machine/peripheral/d1/virtio-backend")) == 0
+    assert t.dispatch(ev("STOP")) == 1
+    assert got == ["d500", "stop"]
+    # Indexed lookup: candidates for one event are just the matching ones.
+    bucket = t._by_name["DEVICE_DELETED"]
+    assert len(bucket.candidates({"device": "d7"})) == 1
+    for s in subs:
+        s.cancel()
+    assert not t.wants(b"DEVICE_DELETED")
+    assert len(t) == 1
+
+
+def test_once_subscription_and_catch_all() -> None:
+    t = DispatchTable()
+    got: list[str] = []
+    t.subscribe(EventFilter("RESET"), lambda e: got.append("once"), once=True)
+    t.subscribe(EventFilter(), lambda e: got.append("any:" + e.name))
+    assert t.wants(b"ANYTHING")
+    t.dispatch(ev("RESET"))
+    t.dispatch(ev("RESET"))
+    assert got == ["once", "any:RESET", "any:RESET"]
+
+
+def test_cancel_during_dispatch_and_raising_callback(caplog: pytest.LogCaptureFixture) -> None:
+    t = DispatchTable()
+    got: list[str] = []
+    holder: list[object] = []
+
+    def first(e: Event) -> None:
+        got.append("first")
+        holder[0].cancel()  # type: ignore[attr-defined]
+        raise RuntimeError("callback bug")
+
+    t.subscribe(EventFilter("X"), first)
+    holder.append(t.subscribe(EventFilter("X"), lambda e: got.append("second")))
+    t.subscribe(EventFilter("X"), lambda e: got.append("third"))
+    with caplog.at_level(logging.ERROR, logger="qmplex.events"):
+        t.dispatch(ev("X"))
+    assert got == ["first", "third"]
+    assert "callback bug" in caplog.text
+
+
+def test_non_scalar_match_falls_back_to_plain_list() -> None:
+    t = DispatchTable()
+    got: list[int] = []
+    t.subscribe(EventFilter("X", {"v": [1, 2]}), lambda e: got.append(1))
+    t.subscribe(EventFilter("X", {"a": {"b": 1}}), lambda e: got.append(2))
+    t.dispatch(ev("X", v=[1, 2], a={"b": 1}))
+    t.dispatch(ev("X", v=[1], a={"b": 2}))
+    assert got == [1, 2]

@@ -1,0 +1,153 @@
+"""Future tests: completion, callbacks, cancellation, blocking rules, combinators."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from qmplex import Cancelled, Future, Reactor, StateError, Timeout, gather
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_result_and_callbacks_scheduled_not_inline() -> None:
+    with Reactor() as r:
+        f: Future[int] = Future(r)
+        seen: list[int] = []
+        f.add_done_callback(lambda fut: seen.append(fut.result()))
+        f.set_result(5)
+        assert f.done() and not f.cancelled()
+        assert seen == []  # scheduled on the reactor, not run inline
+        r.run_once(0)
+        assert seen == [5]
+        f.set_result(6)  # ignored: completes once
+        assert f.result() == 5
+
+
+def test_exception_propagates() -> None:
+    with Reactor() as r:
+        f: Future[int] = Future(r)
+        f.set_exception(KeyError("k"))
+        with pytest.raises(KeyError):
+            f.result()
+        assert isinstance(f.exception(), KeyError)
+
+
+def test_cancel() -> None:
+    with Reactor() as r:
+        f: Future[int] = Future(r)
+        hooks: list[int] = []
+        f._set_cancel_hook(lambda: hooks.append(1))
+        assert f.cancel()
+        assert not f.cancel()
+        assert f.cancelled() and hooks == [1]
+        with pytest.raises(Cancelled):
+            f.result()
+
+
+def test_result_drives_idle_reactor_until_done() -> None:
+    with Reactor() as r:
+        f: Future[str] = Future(r)
+        r.call_later(0.01, f.set_result, "x")
+        assert f.result(timeout=5) == "x"
+
+
+def test_result_timeout_with_fake_clock_leaves_future_pending() -> None:
+    clock = FakeClock()
+    with Reactor(clock=clock) as r:
+        f: Future[str] = Future(r)
+
+        def tick() -> None:
+            clock.now += 1.0
+            r.call_soon(tick)
+
+        r.call_soon(tick)
+        with pytest.raises(Timeout):
+            f.result(timeout=3)
+        assert not f.done()
+
+
+def test_result_inside_callback_refuses_with_reason() -> None:
+    with Reactor() as r:
+        f: Future[int] = Future(r)
+        errors: list[BaseException] = []
+
+        def cb() -> None:
+            try:
+                f.result(timeout=1)
+            except StateError as exc:
+                errors.append(exc)
+
+        r.call_soon(cb)
+        r.run_once(0)
+        assert errors and "deadlock" in str(errors[0])
+
+
+def test_result_from_other_thread_waits_while_reactor_runs() -> None:
+    with Reactor() as r:
+        f: Future[int] = Future(r)
+        got: list[int] = []
+
+        def waiter() -> None:
+            got.append(f.result(timeout=10))
+            r.stop()
+
+        t = threading.Thread(target=waiter)
+        r.call_later(0.05, f.set_result, 7)
+        r.call_soon(t.start)
+        watchdog = threading.Timer(20, r.stop)
+        watchdog.start()
+        r.run()
+        watchdog.cancel()
+        t.join(5)
+        assert got == [7]
+
+
+def test_then_and_chain_and_gather() -> None:
+    with Reactor() as r:
+        a: Future[int] = Future(r)
+        b = a.then(lambda v: v * 2)
+        c = a.chain(lambda v: _later(r, v + 1))
+        g = gather([a, b, c])
+        a.set_result(10)
+        assert g.result(timeout=5) == [10, 20, 11]
+
+
+def _later(r: Reactor, v: int) -> Future[int]:
+    f: Future[int] = Future(r)
+    r.call_soon(f.set_result, v)
+    return f
+
+
+def test_then_propagates_errors_and_cancellation() -> None:
+    with Reactor() as r:
+        a: Future[int] = Future(r)
+        b = a.then(lambda v: 1 // v)
+        a.set_result(0)
+        with pytest.raises(ZeroDivisionError):
+            b.result(timeout=5)
+        x: Future[int] = Future(r)
+        y = x.then(lambda v: v)
+        y.cancel()
+        assert x.cancelled()
+
+
+def test_gather_fails_fast_and_cancel_cancels_all() -> None:
+    with Reactor() as r:
+        fs: list[Future[int]] = [Future(r) for _ in range(3)]
+        g = gather(fs)
+        fs[1].set_exception(ValueError("bad"))
+        with pytest.raises(ValueError):
+            g.result(timeout=5)
+        fs2: list[Future[int]] = [Future(r) for _ in range(3)]
+        g2 = gather(fs2)
+        g2.cancel()
+        assert all(f.cancelled() for f in fs2)
+        assert gather([]).result() == []
