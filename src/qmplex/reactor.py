@@ -233,6 +233,29 @@ class Reactor:
         elif mask != key.events:
             selector.modify(fd, mask, data)
 
+    def fileno(self) -> int:
+        """The selector's own descriptor (epoll/kqueue), readable when any watched
+        descriptor is ready: lets another event loop drive this reactor (``qmplex.aio``).
+
+        Raises:
+            StateError: the selector has no descriptor (e.g. ``select``-based).
+        """
+        fileno = getattr(self._selector, "fileno", None)
+        if fileno is None:
+            raise StateError("this reactor's selector has no file descriptor")
+        return int(fileno())
+
+    def next_deadline(self) -> float | None:
+        """When the reactor next needs to run without I/O: ``reactor.time()`` of the
+        earliest timer, ``0.0`` if callbacks are ready now, None if nothing is due."""
+        if self._ready or self._threadsafe:
+            return 0.0
+        timers = self._timers
+        while timers and timers[0]._cancelled:
+            heapq.heappop(timers)
+            self._cancelled_timers -= 1
+        return timers[0].when if timers else None
+
     def watched_fds(self) -> int:
         """Return how many file descriptors are registered (the wake-up pipe excluded)."""
         return len(self._selector.get_map()) - 1
