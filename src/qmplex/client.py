@@ -11,7 +11,7 @@ Commands (:meth:`Client.execute`) are encoded at once (so arguments that are not
 fail before anything is queued), then pass three stages::
 
     QUEUED --window has room--> SENT --reply--> done
-                                      \\--reply, `until` event not seen yet--> ANSWERED --event--> done
+                                 \\--reply, `until` event not yet seen--> ANSWERED --event--> done
 
 At most ``window`` in-band commands are SENT and unanswered at once; the rest wait in
 the queue in submission order, so commands reach QEMU in the order they were submitted.
@@ -427,10 +427,10 @@ class Client:
         assert proto is not None
         if oob and not proto.oob_enabled and state is ClientState.READY:
             raise StateError(f"{name}: out-of-band execution was not negotiated")
-        cid, data = proto.encode(name, arguments, oob=oob)  # type: ignore[arg-type]
+        cid, data = proto.encode(name, arguments, oob=oob)
         reactor = self._reactor
         fut: Future[Any] = Future(reactor)
-        cmd = _Command(self, name, arguments, cid, data, fut, oob)  # type: ignore[arg-type]
+        cmd = _Command(self, name, arguments, cid, data, fut, oob)
         if fds:
             if self._sock is not None and self._sock.family != socket.AF_UNIX:
                 raise ValidationError(f"{name}: file descriptors can only be passed over a "

@@ -70,7 +70,6 @@ from .framing import (
     DEFAULT_MAX_LINE_BYTES,
     KIND_ERROR,
     KIND_EVENT,
-    KIND_GREETING,
     KIND_RETURN,
     Splitter,
 )
