@@ -46,7 +46,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import (
@@ -62,8 +62,10 @@ from .errors import (
 from .events import DispatchTable, Event, EventFilter, Subscription
 from .framing import DEFAULT_MAX_LINE_BYTES
 from .futures import Future
+from .operations import Operations
 from .protocol import Greeting, Protocol, QMPVersion, Reply, State
 from .reactor import Reactor, TimerHandle
+from .schema import CallNamespace, Schema, load_schema, loaded_schema
 
 __all__ = ["Client", "ClientState", "connect", "DEFAULT_WINDOW", "Address"]
 
@@ -71,7 +73,11 @@ logger = logging.getLogger(__name__)
 
 #: Default number of in-band commands in flight (see the module docstring).
 DEFAULT_WINDOW = 7
-_RECV_BYTES = 256 * 1024
+# Bytes per recv(). A recv's lines are decoded into a batch before they are handled:
+# 64 KiB batches (~500 events) stay in cache and die young, which delivers event
+# floods ~5% faster than 256 KiB ones (bench/README.md); a large reply is just read in
+# more pieces (the splitter never rescans a partial line).
+_RECV_BYTES = 64 * 1024
 
 #: A Unix socket path, or a (host, port) pair for TCP.
 Address = str | os.PathLike[str] | tuple[str, int]
@@ -86,6 +92,10 @@ class ClientState(enum.Enum):
     DISCONNECTED = "disconnected"  # the connection ended; reconnect() may be called
     CLOSED = "closed"  # close() was called: final
 
+
+# Enum member lookups cost ~65 ns each on Python 3.11: the hot paths use these.
+_READY = ClientState.READY
+_CONNECTING = ClientState.CONNECTING
 
 _QUEUED = 0
 _SENT = 1
@@ -132,10 +142,19 @@ class _Command:
         # Future.cancel() hook: the future is already marked cancelled.
         self.client._abandon(self)
 
+    __call__ = on_cancel  # the command itself is its future's cancel hook
+
     def on_event(self, event: Event) -> None:
         if self.stage == _DONE:
             return
-        self.sub = None  # a once-subscription has cancelled itself
+        if self.stage == _QUEUED:
+            # Not written yet, so this event cannot be its effect (a stale one, e.g.
+            # from an earlier unplug of the same id): keep waiting for the next.
+            return
+        sub = self.sub
+        self.sub = None
+        if sub is not None:
+            sub.cancel()
         if self.stage == _ANSWERED:
             self.client._finish(self)
             self.future.set_result(event)
@@ -152,7 +171,7 @@ class _Command:
         self.future.set_exception(Timeout(f"{self.name}: timed out ({what})"))
 
 
-class Client:
+class Client(Operations):
     """A QMP client living on a reactor.
 
     Args:
@@ -202,6 +221,7 @@ class Client:
         self._flush_scheduled = False
         self._writing = False
         self.version: QMPVersion | None = None
+        self._schema_load: Future[Schema] | None = None
         #: Commands submitted since the client was made.
         self.commands_sent = 0
 
@@ -228,10 +248,43 @@ class Client:
 
     @property
     def pending(self) -> int:
-        """Commands not yet finished: queued, sent, or waiting for their event."""
+        """Commands not yet finished: queued, sent, or waiting for their event.
+
+        A command cancelled or timed out after it was sent is finished (its future is
+        done) although its reply, which still holds a window slot, is awaited.
+        """
         queued = sum(1 for c in self._queue if c.stage == _QUEUED)
-        sent = self._proto.in_flight if self._proto is not None else 0
+        sent = 0
+        if self._proto is not None:
+            sent = sum(1 for c in self._proto._in_flight.values()
+                       if getattr(c, "stage", None) == _SENT)
         return queued + sent + len(self._answered)
+
+    # ------------------------------------------------------------------ schema
+    def load_schema(self, *, cache: bool = True) -> Future[Schema]:
+        """Load the peer's schema (``query-qmp-schema``) once per connection.
+
+        With ``cache=True`` a schema already loaded from the same QEMU build (version,
+        package and target) in this process is reused. See :func:`qmplex.schema.load_schema`.
+        """
+        return load_schema(self, cache=cache)
+
+    @property
+    def schema(self) -> Schema | None:
+        """The peer's schema once :meth:`load_schema` completed on this connection."""
+        return loaded_schema(self)
+
+    @property
+    def call(self) -> CallNamespace:
+        """Every QMP command as a method: ``client.call.blockdev_add(node_name="b0")``.
+
+        Python names map to QMP's spelling (``blockdev_add`` -> ``blockdev-add``,
+        ``node_name`` -> ``node-name``); execute options take a leading underscore
+        (``_timeout``, ``_until``, ``_oob``, ``_fds``). Once :meth:`load_schema` has
+        completed, arguments are validated before anything is sent. Exact names:
+        ``client.call["query-status"]()``.
+        """
+        return CallNamespace(self, loaded_schema(self))
 
     @property
     def dropped_events(self) -> int:
@@ -335,6 +388,7 @@ class Client:
         self._proto = Protocol(self.max_line_bytes, wants=self._table.wants,
                                splitter_impl=self._splitter_impl)
         self.version = None
+        self._schema_load = None
         if timeout is not None:
             self._connect_timer = reactor.call_later(timeout, self._on_connect_timeout, timeout)
         fut._set_cancel_hook(self._on_connect_cancel)
@@ -396,8 +450,9 @@ class Client:
                 now; covers queueing, the reply and the ``until`` event).
             until: complete only when an event passing this filter arrives (it is
                 registered before the command is written, so an event that comes
-                before the reply counts); the future then resolves to that
-                :class:`Event`.
+                before the reply counts; one that comes while the command still waits
+                in the queue cannot be its effect and is ignored); the future then
+                resolves to that :class:`Event`.
             oob: send as ``exec-oob`` (out of band), bypassing the window; needs OOB
                 negotiated.
             fds: file descriptors to pass with the command (SCM_RIGHTS, Unix sockets
@@ -410,11 +465,12 @@ class Client:
 
         Raises:
             StateError: the client is closed or not connected.
-            ValidationError: the arguments are not a JSON object of serialisable values
-                (raised before anything is queued or sent).
+            ValidationError: the arguments are not a JSON object of serialisable values,
+                or an entry of ``fds`` cannot be duplicated (raised before anything is
+                queued or sent; no duplicate is left open).
         """
         state = self._state
-        if state is not ClientState.READY and state is not ClientState.CONNECTING:
+        if state is not _READY and state is not _CONNECTING:
             if state is ClientState.CLOSED:
                 raise StateError(f"{name}: the client is closed")
             raise StateError(f"{name}: the client is not connected ({state.value})")
@@ -425,7 +481,7 @@ class Client:
             arguments = dict(arguments)
         proto = self._proto
         assert proto is not None
-        if oob and not proto.oob_enabled and state is ClientState.READY:
+        if oob and not proto.oob_enabled and state is _READY:
             raise StateError(f"{name}: out-of-band execution was not negotiated")
         cid, data = proto.encode(name, arguments, oob=oob)
         reactor = self._reactor
@@ -435,23 +491,23 @@ class Client:
             if self._sock is not None and self._sock.family != socket.AF_UNIX:
                 raise ValidationError(f"{name}: file descriptors can only be passed over a "
                                       "Unix socket")
-            cmd.fds = [os.dup(fd) for fd in fds]
+            cmd.fds = _dup_fds(name, fds)
         if until is not None:
             cmd.until = until
-            cmd.sub = self._table.subscribe(until, cmd.on_event, once=True)
+            cmd.sub = self._table.subscribe(until, cmd.on_event)
         if timeout is not None:
             cmd.timer = reactor.call_later(timeout, cmd.on_timeout)
-        fut._set_cancel_hook(cmd.on_cancel)
+        fut._cancel_hook = cmd  # calls cmd.on_cancel (no bound method per command)
         self.commands_sent += 1
         if self._debug:
             logger.debug("%s queue %s id=%d %s", self._label(), name, cid,
                          _redacted(name, arguments))
         if oob:
-            if state is ClientState.READY:
+            if state is _READY:
                 self._send(cmd)
             else:
                 self._queue.append(cmd)
-        elif state is ClientState.READY and self._outstanding < self.window and not self._queue:
+        elif state is _READY and self._outstanding < self.window and not self._queue:
             self._send(cmd)
         else:
             self._queue.append(cmd)
@@ -475,7 +531,9 @@ class Client:
         cmd.data = b""
         if not self._flush_scheduled and not self._writing:
             self._flush_scheduled = True
-            self._reactor.call_soon(self._flush)
+            # One send for everything submitted this pass, just before the reactor
+            # sleeps (a call_soon would cost a pass, and a poll, more).
+            self._reactor.call_before_wait(self._flush)
 
     def _pump(self) -> None:
         """Send queued commands while the window has room."""
@@ -551,6 +609,8 @@ class Client:
             self._process(proto.pending_messages)
             proto.pending_messages = []
             self._report_error(exc)
+            if self._proto is not proto:
+                return  # a callback already replaced the connection
             if self._state is ClientState.CONNECTING:
                 self._fail_connect(exc, None)
             else:
@@ -562,8 +622,10 @@ class Client:
         reply_t = Reply
         event_t = Event
         table = self._table
+        proto = self._proto
         freed = False
-        for msg in msgs:
+        it = iter(msgs)
+        for msg in it:
             t = type(msg)
             if t is reply_t:
                 cmd: _Command = msg.token
@@ -574,7 +636,10 @@ class Client:
                     continue  # cancelled or timed out: the reply is discarded
                 if msg.ok:
                     if cmd.until is None:
-                        self._finish(cmd)
+                        if cmd.timer is None and cmd.sub is None and not cmd.fds:
+                            cmd.stage = _DONE  # all that _finish() would do here
+                        else:
+                            self._finish(cmd)
                         cmd.future.set_result(msg.value)
                     elif cmd.event is not None:
                         event = cmd.event
@@ -593,15 +658,35 @@ class Client:
                 if self._debug:
                     logger.debug("%s event %s %s", self._label(), msg.name, msg.data)
                 table.dispatch(msg)
+                if self._sock is None or self._proto is not proto:
+                    self._abort_batch(it)  # a callback closed (or replaced) the connection
+                    return
             elif t is Greeting:
                 self._on_greeting(msg)
             elif isinstance(msg, ProtocolError):
                 self._report_error(msg)
+                if self._sock is None or self._proto is not proto:
+                    self._abort_batch(it)
+                    return
         if self._state is ClientState.CONNECTING and self._proto is not None \
                 and self._proto.state is State.READY:
             self._on_ready()
         elif freed and self._queue:
             self._pump()
+
+    def _abort_batch(self, rest: Iterator[Any]) -> None:
+        """A callback ended the connection in the middle of a batch of messages: the
+        replies left in the batch were taken off the protocol's in-flight table, so
+        the teardown did not see their commands; fail those as it failed the others.
+        Events left in the batch are not delivered."""
+        for msg in rest:
+            if type(msg) is Reply:
+                cmd = msg.token
+                if isinstance(cmd, _Command) and cmd.stage == _SENT:
+                    self._finish(cmd)
+                    cmd.future.set_exception(ConnectionLost(
+                        f"{cmd.name}: the connection was ended by a callback before "
+                        "its reply was handled"))
 
     def _on_greeting(self, greeting: Greeting) -> None:
         proto = self._proto
@@ -647,6 +732,11 @@ class Client:
         # Cancel/timeout: a queued command is skipped by _pump; a sent one keeps its
         # in-flight entry so its reply is recognised and discarded.
         if cmd.stage != _DONE:
+            if cmd.stage == _QUEUED:
+                # It stays in the queue until _pump passes it (possibly long, behind a
+                # stuck peer): keep only a small shell, not its encoded bytes.
+                cmd.data = b""
+                cmd.args = None
             self._finish(cmd)
 
     # ------------------------------------------------------------------- events
@@ -657,6 +747,7 @@ class Client:
         match: Mapping[str, Any] | None = None,
         *,
         predicate: Callable[[Event], bool] | None = None,
+        queue: int | None = None,
     ) -> Subscription:
         """Call ``callback(event)`` for every event passing the filter.
 
@@ -667,12 +758,26 @@ class Client:
                 event line decoded).
             match: a dict compared against the event's data (nested keys allowed).
             predicate: an extra test.
+            queue: ``None`` (default): the callback runs inline as each event is read;
+                a slow callback slows reading this connection (the socket pushes
+                back on the peer) and no event is ever dropped. ``N``: events wait in
+                a backlog of at most ``N`` and are delivered through the reactor (at
+                most ``qmplex.events.DRAIN_BATCH`` per pass), so reading goes on at
+                full speed; an event that finds the backlog full is dropped and
+                counted in ``Subscription.dropped``.
 
         Returns:
             A :class:`Subscription`; call its ``cancel()`` to stop. It survives
             reconnection.
+
+        Raises:
+            ValueError: ``queue`` is below 1.
         """
-        return self._table.subscribe(EventFilter(name, match, predicate), callback)
+        flt = EventFilter(name, match, predicate)
+        if queue is None:
+            return self._table.subscribe(flt, callback)
+        return self._table.subscribe(flt, callback, queue=queue,
+                                     schedule=self._reactor.call_soon)
 
     def wait_event(
         self,
@@ -684,9 +789,15 @@ class Client:
         """Return a future for the next event passing the filter.
 
         It fails with :class:`Timeout` after ``timeout`` seconds and with
-        :class:`ConnectionLost` if the connection ends first. Cancelling it removes
+        :class:`ConnectionLost` if the connection ends first (or, for a wait made
+        while disconnected, when :meth:`close` is called). Cancelling it removes
         the wait.
+
+        Raises:
+            StateError: the client is closed (no event can ever arrive).
         """
+        if self._state is ClientState.CLOSED:
+            raise StateError("wait_event: the client is closed")
         flt = name if isinstance(name, EventFilter) else EventFilter(name, match)
         reactor = self._reactor
         fut: Future[Event] = Future(reactor)
@@ -764,6 +875,7 @@ class Client:
                 self._sock is None:
             if final:
                 self._state = ClientState.CLOSED
+                self._fail_waits(str(reason), reason)  # made while disconnected
             return
         was_closed_by_user = final
         self._state = ClientState.CLOSED if final else ClientState.DISCONNECTED
@@ -801,16 +913,7 @@ class Client:
             err = ConnectionLost(f"{cmd.name}: {message}")
             err.__cause__ = reason
             cmd.future.set_exception(err)
-        waits = list(self._waits)
-        self._waits.clear()
-        for w in waits:
-            err = ConnectionLost(f"waiting for an event: {message}")
-            err.__cause__ = reason
-            hook = w._cancel_hook
-            w._set_cancel_hook(None)
-            if hook is not None:
-                hook()
-            w.set_exception(err)
+        self._fail_waits(message, reason)
         sock = self._sock
         self._sock = None
         if sock is not None:
@@ -827,6 +930,18 @@ class Client:
                 cb(arg)
             except Exception:
                 logger.exception("disconnect callback %r raised", cb)
+
+    def _fail_waits(self, message: str, reason: BaseException) -> None:
+        waits = list(self._waits)
+        self._waits.clear()
+        for w in waits:
+            err = ConnectionLost(f"waiting for an event: {message}")
+            err.__cause__ = reason
+            hook = w._cancel_hook
+            w._set_cancel_hook(None)
+            if hook is not None:
+                hook()
+            w.set_exception(err)
 
     # -------------------------------------------------------------- utilities
     def _label(self) -> str:
@@ -852,6 +967,8 @@ class _ListSubscription(Subscription):
         self.callback = callback
         self.active = True
         self.once = False
+        self.dropped = 0
+        self._backlog = None
         self.filter = EventFilter()
         items.append(callback)
 
@@ -866,6 +983,19 @@ class _ListSubscription(Subscription):
             self._list = None
 
 
+def _dup_fds(name: str, fds: Sequence[int]) -> list[int]:
+    """Duplicate ``fds``; on failure close the duplicates made so far."""
+    dups: list[int] = []
+    try:
+        for fd in fds:
+            dups.append(os.dup(fd))
+    except (OSError, TypeError, ValueError) as exc:
+        _close_fds(dups)
+        raise ValidationError(f"{name}: cannot duplicate file descriptor {fd!r}: {exc}") \
+            from exc
+    return dups
+
+
 def _close_fds(fds: Iterable[int]) -> None:
     for fd in fds:
         try:
@@ -874,18 +1004,33 @@ def _close_fds(fds: Iterable[int]) -> None:
             pass
 
 
-_SECRET_KEYS = frozenset({"password", "passphrase", "secret", "key-secret", "new-secret"})
+_SECRET_KEYS = frozenset({"password", "passphrase", "secret", "key-secret", "new-secret",
+                          "cookie"})
 _SECRET_QOM_TYPES = frozenset({"secret", "secret_keyring"})
+# Words that make a whole HMP command line secret (``set_password vnc PW``,
+# ``change vnc password PW``, ``object_add secret,id=s0,data=PW``).
+_SECRET_HMP_WORDS = ("password", "passwd", "secret")
 
 
 def _redacted(name: str, arguments: Mapping[str, Any] | None) -> Any:
     """``arguments`` with secrets replaced, for debug logs only.
 
-    Redacted: any member named like a password or secret, at any depth, and the
-    ``data`` / ``iv`` of ``object-add`` for ``secret`` objects.
+    Redacted: any member named like a password or secret, at any depth (inside lists
+    too); the ``data`` / ``iv`` of ``object-add`` for ``secret`` objects; the ``value``
+    of ``qom-set`` on a password or secret property; and the arguments of a
+    ``human-monitor-command`` whose command line mentions a password or secret.
     """
     if not arguments:
         return arguments
+    if name == "human-monitor-command":
+        line = arguments.get("command-line")
+        if isinstance(line, str) and any(w in line.lower() for w in _SECRET_HMP_WORDS):
+            words = line.split(None, 1)
+            return dict(arguments, **{"command-line": f"{words[0]} <redacted>"})
+    if name == "qom-set":
+        prop = arguments.get("property")
+        if isinstance(prop, str) and any(w in prop.lower() for w in _SECRET_HMP_WORDS):
+            return dict(_redact_dict(arguments, False), value="<redacted>")
     secret_obj = name == "object-add" and arguments.get("qom-type") in _SECRET_QOM_TYPES
     return _redact_dict(arguments, secret_obj)
 
@@ -895,11 +1040,17 @@ def _redact_dict(d: Mapping[str, Any], secret_obj: bool) -> dict[str, Any]:
     for k, v in d.items():
         if k in _SECRET_KEYS or (secret_obj and k in ("data", "iv")):
             out[k] = "<redacted>"
-        elif isinstance(v, Mapping):
-            out[k] = _redact_dict(v, secret_obj)
         else:
-            out[k] = v
+            out[k] = _redact_value(v, secret_obj)
     return out
+
+
+def _redact_value(v: Any, secret_obj: bool) -> Any:
+    if isinstance(v, Mapping):
+        return _redact_dict(v, secret_obj)
+    if isinstance(v, (list, tuple)):
+        return [_redact_value(x, secret_obj) for x in v]
+    return v
 
 
 def connect(
