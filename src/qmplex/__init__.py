@@ -9,6 +9,16 @@ Quick start::
 See the README and ``docs/`` for the guide; the layers are described in each module.
 """
 
+from ._types import (
+    AddFdInfo,
+    CPUInfo,
+    CPUProperties,
+    HotpluggableCPU,
+    MemoryDevice,
+    MigrationInfo,
+    ObjectProperty,
+    StatusInfo,
+)
 from .client import Client, ClientState, connect
 from .errors import (
     Cancelled,
@@ -30,8 +40,20 @@ from .events import Event, EventFilter, Subscription
 from .futures import Future, gather
 from .protocol import QMPVersion
 from .reactor import Reactor
+from .schema import Argument, CallNamespace, Schema
 
 __all__ = [
+    "AddFdInfo",
+    "Argument",
+    "CPUInfo",
+    "CPUProperties",
+    "CallNamespace",
+    "HotpluggableCPU",
+    "MemoryDevice",
+    "MigrationInfo",
+    "ObjectProperty",
+    "Schema",
+    "StatusInfo",
     "Cancelled",
     "Client",
     "ClientState",

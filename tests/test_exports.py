@@ -1,0 +1,26 @@
+"""Every public name is exported, documented and importable."""
+
+from __future__ import annotations
+
+import inspect
+
+import qmplex
+
+
+def test_all_names_exist_and_are_documented() -> None:
+    for name in qmplex.__all__:
+        obj = getattr(qmplex, name)
+        if name == "__version__":
+            assert isinstance(obj, str)
+            continue
+        assert inspect.getdoc(obj), f"qmplex.{name} has no docstring"
+
+
+def test_public_client_methods_have_docstrings_and_hints() -> None:
+    for name, member in inspect.getmembers(qmplex.Client):
+        if name.startswith("_") or not callable(member):
+            continue
+        assert inspect.getdoc(member), f"Client.{name} has no docstring"
+        if inspect.isfunction(member):
+            assert "return" in member.__annotations__, f"Client.{name} lacks a return type"
+
