@@ -8,7 +8,10 @@ never run inline, so completing a future never re-enters the code that completed
 
 - on the thread that owns an idle reactor, it drives the reactor (``run_once``) until the
   future is done or the timeout passes;
-- on another thread while the reactor runs elsewhere, it waits for the completion;
+- on another thread while the reactor runs elsewhere, it waits for the completion, or
+  until that thread stops driving, and then drives the reactor itself (so several
+  threads may block on futures of one idle reactor: one drives, the others wait, and
+  none is stranded when the driver's own future is done);
 - inside a reactor callback it raises :class:`~qmplex.errors.StateError`, because
   waiting there would stop the very loop that must complete the future.
 """
@@ -16,6 +19,7 @@ never run inline, so completing a future never re-enters the code that completed
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -32,6 +36,8 @@ U = TypeVar("U")
 _PENDING = 0
 _DONE = 1
 _CANCELLED = 2
+# Guards the lazy creation of a future's waiter (see Future._condition).
+_WAITER_LOCK = threading.Lock()
 
 
 class Future(Generic[T]):
@@ -59,7 +65,8 @@ class Future(Generic[T]):
         self._result: Any = None
         self._exception: BaseException | None = None
         self._callbacks: list[Callable[[Future[T]], object]] | None = None
-        self._waiter: threading.Event | None = None
+        # Created by the first thread that blocks in result() without driving.
+        self._waiter: threading.Condition | None = None
         self._cancel_hook: Callable[[], object] | None = None
 
     def __repr__(self) -> str:
@@ -97,6 +104,9 @@ class Future(Generic[T]):
             return
         self._result = result
         self._state = _DONE
+        if self._waiter is None and not self._callbacks:
+            self._cancel_hook = None  # all that _finish() would do: skip its call
+            return
         self._finish()
 
     def set_exception(self, exception: BaseException) -> None:
@@ -135,7 +145,8 @@ class Future(Generic[T]):
         self._cancel_hook = None
         waiter = self._waiter
         if waiter is not None:
-            waiter.set()
+            with waiter:
+                waiter.notify_all()
         callbacks = self._callbacks
         if callbacks:
             self._callbacks = None
@@ -208,33 +219,67 @@ class Future(Generic[T]):
                 "stop the reactor that must complete this future (deadlock); use "
                 "add_done_callback() instead"
             )
-        if reactor.is_running():
-            self._wait_event(timeout)
-            return
+        # Drive the reactor while no thread does; while another thread drives it, wait
+        # until this future is done or that thread stops driving (then drive in turn),
+        # so any number of threads may block here on the same idle reactor.
         deadline = None if timeout is None else reactor.time() + timeout
         while self._state == _PENDING:
-            if deadline is None:
-                reactor.run_once(None)
-            else:
+            remaining = None
+            if deadline is not None:
                 remaining = deadline - reactor.time()
                 if remaining <= 0:
                     raise Timeout(f"future not done after {timeout} s")
+            try:
+                reactor.run_once(remaining)
+                continue
+            except StateError:
+                if reactor.closed:
+                    raise
+            if not self._wait_driven(reactor, remaining):
+                raise Timeout(f"future not done after {timeout} s")
+
+    def _condition(self) -> threading.Condition:
+        waiter = self._waiter
+        if waiter is None:
+            with _WAITER_LOCK:  # two threads must not each install their own
+                waiter = self._waiter
+                if waiter is None:
+                    waiter = self._waiter = threading.Condition()
+        return waiter
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            with waiter:
+                waiter.notify_all()
+
+    def _wait_driven(self, reactor: Reactor, timeout: float | None) -> bool:
+        """Wait while another thread drives ``reactor`` and this future is pending.
+
+        Returns False if ``timeout`` passed first.
+        """
+        cond = self._condition()
+        end = None if timeout is None else time.monotonic() + timeout
+        with cond:
+            while self._state == _PENDING:
+                # Registered under the reactor's lock, anew after each wake-up (a leave
+                # consumes the registration): no driver can leave unnoticed.
+                if not reactor._notify_when_idle(self._wake):
+                    return True  # nobody drives: drive it ourselves
                 try:
-                    reactor.run_once(remaining)
-                except StateError:
-                    if not reactor.is_running():
-                        raise
-                    # Another thread started driving the reactor meanwhile: wait for it.
-                    self._wait_event(max(0.0, deadline - reactor.time()))
-                    return
+                    left = None if end is None else end - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    cond.wait(left)
+                finally:
+                    reactor._cancel_idle_notify(self._wake)
+        return True
 
     def _wait_event(self, timeout: float | None) -> None:
-        if self._waiter is None:
-            self._waiter = threading.Event()
-            if self._state != _PENDING:
-                return
-        if not self._waiter.wait(timeout):
-            raise Timeout(f"future not done after {timeout} s")
+        cond = self._condition()
+        with cond:
+            if not cond.wait_for(lambda: self._state != _PENDING, timeout):
+                raise Timeout(f"future not done after {timeout} s")
 
     # ------------------------------------------------------------ combinators
     def then(self, fn: Callable[[T], U]) -> Future[U]:
