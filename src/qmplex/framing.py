@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import warnings
 from typing import Any, Final
 
@@ -70,6 +71,22 @@ SPAN_FIELDS: Final = 5
 
 # Lines the C splitter reports per call; more lines in one buffer mean more calls.
 _OUT_LINES: Final = 4096
+# The C output arrays (160 KiB) are shared by every Splitter of a thread, not owned by
+# each: a connection's idle memory stays small (the spans are copied out before
+# feed() returns, and one thread runs one feed at a time).
+_c_thread = threading.local()
+
+
+def _c_buffers() -> tuple[Any, Any, Any]:
+    try:
+        buffers: tuple[Any, Any, Any] = _c_thread.buffers
+    except AttributeError:
+        buffers = _c_thread.buffers = (
+            _c_ffi.new("size_t[]", SPAN_FIELDS * _OUT_LINES),
+            _c_ffi.new("size_t *"),
+            _c_ffi.new("int *"),
+        )
+    return buffers
 # Bytes of the offending line kept in a LineTooLong.
 _EXCERPT_BYTES: Final = 200
 
@@ -248,7 +265,7 @@ class Splitter:
         max_line_bytes: the longest allowed line content in bytes.
     """
 
-    __slots__ = ("impl", "max_line_bytes", "_tail", "_out", "_consumed", "_error")
+    __slots__ = ("impl", "max_line_bytes", "_tail")
 
     impl: str
     max_line_bytes: int
@@ -282,10 +299,6 @@ class Splitter:
         self.impl = impl
         self.max_line_bytes = max_line_bytes
         self._tail = bytearray()
-        if impl == "c":
-            self._out: Any = _c_ffi.new("size_t[]", SPAN_FIELDS * _OUT_LINES)
-            self._consumed: Any = _c_ffi.new("size_t *")
-            self._error: Any = _c_ffi.new("int *")
 
     def feed(
         self, data: bytes | bytearray | memoryview
@@ -324,14 +337,15 @@ class Splitter:
         else:
             buf = data
         if self.impl == "c":
+            out, consumed_p, error_p = _c_buffers()
             spans, consumed, too_long = _run_c(
                 buf,
                 0,
                 min(self.max_line_bytes, sys.maxsize),
-                self._out,
+                out,
                 _OUT_LINES,
-                self._consumed,
-                self._error,
+                consumed_p,
+                error_p,
             )
         else:
             spans, consumed, too_long = split_python(buf, self.max_line_bytes)

@@ -49,6 +49,7 @@ returned through :attr:`Protocol.pending_messages`, and the protocol moves to CL
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ from .errors import (
     ValidationError,
     excerpt,
 )
-from .events import Event
+from .events import Event, _new_object, _set_data, _set_name, _set_timestamp
 from .framing import (
     DEFAULT_MAX_LINE_BYTES,
     KIND_ERROR,
@@ -76,7 +77,47 @@ from .framing import (
 
 __all__ = ["State", "QMPVersion", "Greeting", "Reply", "Protocol"]
 
-_loads = orjson.loads
+#: Deepest nesting of arrays/objects accepted from the peer (orjson's own limit).
+MAX_JSON_DEPTH = 1024
+# orjson before 3.9.15 has no depth limit: a peer's line of a million "[" overflows
+# the C stack and kills the process (CVE-2024-27454). With such an orjson, lines that
+# could be that deep are checked first (a cheap count; an exact scan only when it says
+# so). Newer orjson refuses them itself, and this costs nothing.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def _too_deep(line: bytes | bytearray) -> bool:
+    if line.count(b"[") + line.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for m in _JSON_TOKEN.finditer(line):
+        c = m.group()[0]
+        if c == 0x5B or c == 0x7B:  # [ {
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif c == 0x5D or c == 0x7D:  # ] }
+            depth -= 1
+    return False
+
+
+def _loads_depth_checked(line: bytes | bytearray) -> Any:
+    if _too_deep(line):
+        raise orjson.JSONDecodeError(
+            f"nesting deeper than {MAX_JSON_DEPTH} levels", "", 0)
+    return orjson.loads(line)
+
+
+def _orjson_limits_depth() -> bool:
+    try:
+        version = tuple(int(x) for x in orjson.__version__.split(".")[:3])
+    except (AttributeError, ValueError):
+        return False
+    return version >= (3, 9, 15)
+
+
+_loads: Callable[[bytes | bytearray], Any] = (
+    orjson.loads if _orjson_limits_depth() else _loads_depth_checked)
 _dumps = orjson.dumps
 _NL = orjson.OPT_APPEND_NEWLINE
 
@@ -253,7 +294,7 @@ class Protocol:
         Raises:
             StateError: the connection is closed.
         """
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             raise StateError("the QMP connection is closed")
         self._in_flight[cid] = token
 
@@ -331,73 +372,108 @@ class Protocol:
         wants = self.wants
         in_flight = self._in_flight
         append = out.append
-        state_ready = self.state is State.READY
-        for i in range(0, len(spans), 5):
-            kind = spans[i]
-            start = spans[i + 1]
-            end = spans[i + 2]
-            if kind == KIND_EVENT and wants is not None and state_ready:
-                if not wants(bytes(buf[spans[i + 3] : spans[i + 4]])):
-                    self.dropped_events += 1
-                    continue
-            line = buf[start:end]
-            try:
-                msg = _loads(line)
-            except orjson.JSONDecodeError as exc:
-                err = DecodeError(f"invalid JSON from the peer ({exc})", excerpt=excerpt(line))
-                if kind in (KIND_RETURN, KIND_ERROR) or not state_ready:
-                    raise err from exc
-                append(err)
-                continue
-            if type(msg) is not dict:
-                if not state_ready and self.state is State.GREETING:
-                    raise GreetingError("the peer did not start with a QMP greeting",
-                                        excerpt=excerpt(line))
-                append(DecodeError("a QMP message must be a JSON object", excerpt=excerpt(line)))
-                continue
-            if not state_ready:
-                self._handle_setup(msg, line, out)
-                state_ready = self.state is State.READY
-                continue
-            if "return" in msg:
-                ok = True
-                value = msg["return"]
-            elif "error" in msg:
-                ok = False
-                value = msg["error"]
-            elif "event" in msg:
-                try:
-                    event = Event.from_message(msg)
-                except ValueError:
-                    append(ProtocolError("event without a name", excerpt=excerpt(line)))
-                    continue
-                if wants is not None and kind != KIND_EVENT:
-                    # Not classified by the splitter (unusual key order): filter here.
-                    if not wants(event.name.encode("ascii", "replace")):
-                        self.dropped_events += 1
+        state_ready = self.state is _READY
+        from_message = Event.from_message
+        # Names are looked up as bytes: slices of a bytearray buffer must be converted.
+        as_bytes = None if type(buf) is bytes else bytes
+        # Floods repeat a few event names: ask ``wants`` once per run of one name (its
+        # answer cannot change within this call: events are dispatched after it returns).
+        last_name: bytes | bytearray | None = None
+        last_wanted = True
+        dropped = 0
+        fields = iter(spans)  # SPAN_FIELDS ints per line, unpacked by zip
+        try:
+            for kind, start, end, name_start, name_end in zip(fields, fields, fields, fields,
+                                                              fields, strict=False):
+                if kind == KIND_EVENT and wants is not None and state_ready:
+                    name: Any = buf[name_start:name_end]
+                    if name != last_name:
+                        last_name = name
+                        last_wanted = wants(name if as_bytes is None else as_bytes(name))
+                    if not last_wanted:
+                        dropped += 1
                         continue
-                append(event)
-                continue
-            elif "QMP" in msg:
-                append(ProtocolError("a second greeting from the peer", excerpt=excerpt(line)))
-                continue
-            else:
-                append(ProtocolError("a QMP message of unknown kind", excerpt=excerpt(line)))
-                continue
-            cid = msg.get("id", _NO_ID)
-            if cid is _NO_ID:
-                if not in_flight:
-                    append(UnexpectedReply("a reply without id while no command is in flight",
+                line = buf[start:end]
+                try:
+                    msg = _loads(line)
+                except orjson.JSONDecodeError as exc:
+                    err = DecodeError(f"invalid JSON from the peer ({exc})",
+                                      excerpt=excerpt(line))
+                    if kind in (KIND_RETURN, KIND_ERROR) or not state_ready:
+                        raise err from exc
+                    append(err)
+                    continue
+                if type(msg) is not dict:
+                    if not state_ready and self.state is State.GREETING:
+                        raise GreetingError("the peer did not start with a QMP greeting",
+                                            excerpt=excerpt(line))
+                    append(DecodeError("a QMP message must be a JSON object",
+                                       excerpt=excerpt(line)))
+                    continue
+                if not state_ready:
+                    self._handle_setup(msg, line, out)
+                    state_ready = self.state is State.READY
+                    continue
+                if kind == KIND_EVENT and "return" not in msg and "error" not in msg:
+                    # The usual event line (its "event" member is certain): build the
+                    # Event here, as Event.from_message would, without its call.
+                    name = msg["event"]
+                    data = msg.get("data")
+                    ts = msg.get("timestamp")
+                    if type(name) is str and name and type(data) is dict and type(ts) is dict:
+                        seconds = ts.get("seconds", 0)
+                        micro = ts.get("microseconds", 0)
+                        if type(seconds) is int and type(micro) is int:
+                            event = _new_object(Event)
+                            _set_name(event, name)
+                            _set_data(event, data)
+                            _set_timestamp(event, seconds + micro / 1e6)
+                            append(event)
+                            continue
+                if "return" in msg:
+                    ok = True
+                    value = msg["return"]
+                elif "error" in msg:
+                    ok = False
+                    value = msg["error"]
+                elif "event" in msg:
+                    try:
+                        event = from_message(msg)
+                    except ValueError:
+                        append(ProtocolError("event without a name", excerpt=excerpt(line)))
+                        continue
+                    if wants is not None and kind != KIND_EVENT:
+                        # Not classified by the splitter (unusual key order): filter here.
+                        if not wants(event.name.encode("ascii", "replace")):
+                            self.dropped_events += 1
+                            continue
+                    append(event)
+                    continue
+                elif "QMP" in msg:
+                    append(ProtocolError("a second greeting from the peer",
+                                         excerpt=excerpt(line)))
+                    continue
+                else:
+                    append(ProtocolError("a QMP message of unknown kind",
+                                         excerpt=excerpt(line)))
+                    continue
+                cid = msg.get("id", _NO_ID)
+                if cid is _NO_ID:
+                    if not in_flight:
+                        append(UnexpectedReply(
+                            "a reply without id while no command is in flight",
+                            excerpt=excerpt(line)))
+                        continue
+                    cid = next(iter(in_flight))
+                try:
+                    token = in_flight.pop(cid)
+                except (KeyError, TypeError):
+                    append(UnexpectedReply("a reply whose id matches no command in flight",
                                            excerpt=excerpt(line)))
                     continue
-                cid = next(iter(in_flight))
-            try:
-                token = in_flight.pop(cid)
-            except (KeyError, TypeError):
-                append(UnexpectedReply("a reply whose id matches no command in flight",
-                                       excerpt=excerpt(line)))
-                continue
-            append(Reply(token, ok, value))
+                append(Reply(token, ok, value))
+        finally:
+            self.dropped_events += dropped
 
     def _handle_setup(self, msg: dict[str, Any], line: bytes | bytearray, out: list[Any]) -> None:
         if self.state is State.GREETING:
@@ -437,3 +513,5 @@ class Protocol:
 
 
 _NO_ID: Any = object()
+_READY = State.READY  # enum member lookups cost ~65 ns each on 3.11: bind once
+_CLOSED = State.CLOSED
