@@ -549,11 +549,13 @@ class Client(Operations):
             queue.popleft()
             self._send(cmd)
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Send what the socket takes. True if the connection was lost meanwhile
+        (futures were failed: see Reactor.call_before_wait)."""
         self._flush_scheduled = False
         sock = self._sock
         if sock is None:
-            return
+            return False
         segments = self._segments
         try:
             while segments:
@@ -574,7 +576,7 @@ class Client(Operations):
             pass
         except OSError as exc:
             self._lost(ConnectionLost(f"send failed: {exc}"), exc)
-            return
+            return True
         if segments:
             if not self._writing:
                 self._writing = True
@@ -582,6 +584,7 @@ class Client(Operations):
         elif self._writing:
             self._writing = False
             self._reactor.remove_writer(self._fd)
+        return False
 
     def _on_writable(self) -> None:
         self._flush()
