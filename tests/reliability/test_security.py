@@ -1,0 +1,326 @@
+"""Security: secrets never reach the debug log; the sockets the library's tools create
+live in private (0700) directories that are removed on exit; every file descriptor we
+duplicate to pass (SCM_RIGHTS) is closed on every path, the error paths included."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qmplex import (
+    Client,
+    ClientState,
+    ConnectionLost,
+    Reactor,
+    StateError,
+    Timeout,
+    ValidationError,
+)
+
+from .helpers import FakeClock, FastPeer, auto_pair
+
+SECRET = "hunter2-s3cr3t"
+
+
+# ------------------------------------------------------------------- log redaction
+SECRET_COMMANDS: list[tuple[str, dict[str, object], str]] = [
+    ("set_password", {"protocol": "vnc", "password": SECRET}, "vnc"),
+    ("change-vnc-password", {"password": SECRET}, "change-vnc-password"),
+    ("object-add", {"qom-type": "secret", "id": "sec0", "data": SECRET, "format": "raw"},
+     "sec0"),
+    ("object-add", {"qom-type": "secret", "id": "sec1", "props": {"data": SECRET}}, "sec1"),
+    ("object-add", {"qom-type": "secret_keyring", "id": "sec2", "data": SECRET}, "sec2"),
+    ("human-monitor-command", {"command-line": f"set_password vnc {SECRET}"}, "set_password"),
+    ("human-monitor-command", {"command-line": f"object_add secret,id=s,data={SECRET}"},
+     "object_add"),
+    ("qom-set", {"path": "/objects/x", "property": "password", "value": SECRET}, "/objects/x"),
+    ("transaction", {"actions": [{"type": "x", "data": {"passphrase": SECRET}}]}, "actions"),
+    ("blockdev-add", {"driver": "luks", "node-name": "n0", "key-secret": SECRET}, "luks"),
+]
+
+
+@pytest.fixture
+def debug_peer(caplog: pytest.LogCaptureFixture) -> Iterator[FastPeer]:
+    caplog.set_level(logging.DEBUG)  # before the client reads the flag
+    with Reactor() as r:
+        client = Client(r)
+        p = FastPeer(r, client)
+        p.handshake()
+        yield p
+        client.close()
+        p.close()
+
+
+@pytest.mark.parametrize(("name", "args", "visible"), SECRET_COMMANDS,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(SECRET_COMMANDS)])
+def test_secrets_are_redacted_in_debug_logs(
+    debug_peer: FastPeer, caplog: pytest.LogCaptureFixture, name: str,
+    args: dict[str, object], visible: str
+) -> None:
+    c = debug_peer.client
+    fut = c.execute(name, args)
+    (msg,) = debug_peer.read()
+    assert msg["arguments"] == args  # the wire carries the real value, of course
+    debug_peer.reply(msg, error=("GenericError", "refused"))  # an error path too
+    debug_peer.pump()
+    assert fut.exception(0) is not None
+    text = caplog.text
+    assert name in text and visible in text, text  # the command was logged...
+    assert "<redacted>" in text
+    assert SECRET not in text  # ...without its secret
+    assert SECRET not in str(fut.exception(0))  # nor in the error's message
+
+
+def test_nothing_is_formatted_when_debug_is_off(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+
+    class Tripwire(dict[str, object]):
+        def __repr__(self) -> str:  # would be called by a debug line
+            raise AssertionError("arguments formatted with debug off")
+
+    with Reactor() as r:
+        client = Client(r)
+        p = FastPeer(r, client)
+        p.handshake()
+        args = Tripwire(password=SECRET)
+        client.execute("set_password", args)
+        p.read()
+        assert SECRET not in caplog.text
+        client.close()
+        p.close()
+
+
+# -------------------------------------------------------------- private sockets
+def _private_dir(path: str) -> Path:
+    d = Path(path).parent
+    mode = stat.S_IMODE(d.stat().st_mode)
+    assert mode == 0o700, oct(mode)
+    assert d.stat().st_uid == os.getuid()
+    assert stat.S_ISSOCK(Path(path).stat().st_mode)
+    return d
+
+
+def test_fake_server_socket_is_private_and_removed_on_close() -> None:
+    from qmplex.testing import FakeQMPServer, fake_server
+
+    with fake_server() as server:
+        d = _private_dir(server.path)
+    assert not d.exists()
+    server2 = FakeQMPServer().start()
+    d2 = _private_dir(server2.path)
+    server2.close()
+    assert not d2.exists()
+
+
+def test_fake_server_directory_removed_even_without_close() -> None:
+    from qmplex.testing import FakeQMPServer
+
+    server = FakeQMPServer()  # never started, never closed: dropped
+    d = Path(server.path).parent
+    assert d.exists() and stat.S_IMODE(d.stat().st_mode) == 0o700
+    del server
+    gc.collect()
+    assert not d.exists()
+
+
+def test_fake_server_closes_the_descriptors_it_received(pipe: int) -> None:
+    from qmplex.testing import FakeQMPServer
+
+    with Reactor() as reactor:
+        server = FakeQMPServer(reactor=reactor)
+        client = Client(reactor)
+        client.connect_socket(server.connect_pair()).result(5)
+        for i in range(5):
+            client.execute("getfd", {"fdname": f"f{i}"}, fds=[pipe]).result(5)
+        assert _refs(pipe) == 1 + 5  # ours + the server's five
+        client.close()
+        server.close()
+    assert _refs(pipe) == 1
+
+
+def test_qemu_launcher_socket_is_private_and_removed() -> None:
+    from qmplex.qemu import QemuProcess, find_qemu
+
+    binary = find_qemu()
+    if binary is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    vm = QemuProcess(binary, connect=False)
+    with vm:
+        d = _private_dir(vm.qmp_path)
+    assert not d.exists()
+    vm2 = QemuProcess(binary, connect=False).start()
+    d2 = _private_dir(vm2.qmp_path)
+    vm2.kill()
+    assert not d2.exists()
+
+
+# ------------------------------------------------------------ descriptors passed
+def _refs(fd: int) -> int:
+    """How many descriptors of this process refer to the same open file as ``fd``."""
+    target = os.readlink(f"/proc/self/fd/{fd}")
+    n = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == target:
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+@pytest.fixture
+def pipe(tmp_path: Path) -> Iterator[int]:
+    """A descriptor on a file of its own, so its duplicates can be counted by path."""
+    path = tmp_path / "passed-file"
+    path.write_bytes(b"x")
+    fd = os.open(path, os.O_RDONLY)
+    yield fd
+    os.close(fd)
+
+
+@pytest.fixture
+def fpeer() -> Iterator[FastPeer]:
+    with Reactor() as r:
+        client = Client(r, window=1)
+        p = FastPeer(r, client)
+        p.handshake()
+        yield p
+        client.close()
+        p.close()
+
+
+def test_passed_fd_closed_after_it_is_sent(fpeer: FastPeer, pipe: int) -> None:
+    fut = fpeer.client.execute("getfd", {"fdname": "a"}, fds=[pipe])
+    assert _refs(pipe) == 2  # our duplicate waits to be sent
+    (m,) = fpeer.read()  # the peer reads without ancillary data: the kernel drops it
+    assert _refs(pipe) == 1
+    fpeer.reply(m)
+    fpeer.pump()
+    assert fut.result(0) == {}
+
+
+def test_passed_fd_closed_when_cancelled_while_queued(fpeer: FastPeer, pipe: int) -> None:
+    c = fpeer.client
+    c.execute("block")  # fills the window of 1
+    fut = c.execute("getfd", {"fdname": "a"}, fds=[pipe, pipe, pipe])
+    assert _refs(pipe) == 4
+    fut.cancel()
+    assert _refs(pipe) == 1
+
+
+def test_passed_fd_closed_when_timed_out_while_queued(pipe: int) -> None:
+    clock = FakeClock()
+    with Reactor(clock=clock) as r:
+        c = Client(r, window=1)
+        p = FastPeer(r, c)
+        p.handshake()
+        c.execute("block")
+        fut = c.execute("getfd", {"fdname": "a"}, fds=[pipe], timeout=1)
+        p.read()
+        clock.advance(2)
+        p.pump()
+        assert isinstance(fut.exception(0), Timeout)
+        assert _refs(pipe) == 1
+        c.close()
+        p.close()
+
+
+def test_passed_fd_closed_when_connection_lost_before_sending(
+    fpeer: FastPeer, pipe: int
+) -> None:
+    c = fpeer.client
+    c.execute("block")
+    queued = c.execute("getfd", {"fdname": "q"}, fds=[pipe])
+    fpeer.sock.close()
+    fpeer.pump()
+    assert isinstance(queued.exception(0), ConnectionLost)
+    assert _refs(pipe) == 1
+
+
+def test_passed_fd_closed_when_lost_in_the_send_buffer(pipe: int) -> None:
+    """Sent into the client's buffer (the window let it through) but not yet written,
+    then the connection is lost: the duplicate in the buffer is closed."""
+    with Reactor() as r:
+        c = Client(r)
+        p = FastPeer(r, c)
+        p.handshake()
+        fut = c.execute("getfd", {"fdname": "a"}, fds=[pipe])  # _send: queued to write
+        assert c._segments and c._segments[-1][1]
+        p.sock.close()
+        c.close()  # before the reactor ever flushed
+        assert isinstance(fut.exception(0), ConnectionLost)
+        assert _refs(pipe) == 1
+
+
+def test_passed_fd_closed_when_send_fails(fpeer: FastPeer, pipe: int) -> None:
+    c = fpeer.client
+    fpeer.sock.shutdown(socket.SHUT_RD)  # our sendmsg gets EPIPE
+    fut = c.execute("getfd", {"fdname": "a"}, fds=[pipe])
+    fpeer.pump()
+    assert isinstance(fut.exception(0), ConnectionLost)
+    assert c.state is ClientState.DISCONNECTED
+    assert _refs(pipe) == 1
+
+
+def test_passed_fd_closed_when_connect_fails(pipe: int, tmp_path: Path) -> None:
+    with Reactor() as r:
+        c = Client(r)
+        c.connect(str(tmp_path / "nobody.sock"))
+        # Refused at once: the state is already DISCONNECTED, execute refuses.
+        with pytest.raises(StateError):
+            c.execute("getfd", {"fdname": "a"}, fds=[pipe])
+        assert _refs(pipe) == 1
+        a, b = socket.socketpair()
+        fut = c.connect_socket(b, timeout=5)  # a peer that closes before greeting
+        queued = c.execute("getfd", {"fdname": "a"}, fds=[pipe])
+        assert _refs(pipe) == 2
+        a.close()
+        for _ in range(10):
+            r.run_once(0.01)
+            if fut.done():
+                break
+        assert isinstance(queued.exception(0), ConnectionLost)
+        assert _refs(pipe) == 1
+        c.close()
+
+
+def test_passed_fd_closed_on_close_with_commands_queued(fpeer: FastPeer, pipe: int) -> None:
+    c = fpeer.client
+    c.execute("block")
+    futs = [c.execute("getfd", {"fdname": f"f{i}"}, fds=[pipe]) for i in range(20)]
+    assert _refs(pipe) == 21
+    c.close()
+    assert all(isinstance(f.exception(0), ConnectionLost) for f in futs)
+    assert _refs(pipe) == 1
+
+
+def test_fds_refused_over_tcp_without_duplicating(pipe: int) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    with Reactor() as r:
+        c = Client(r)
+        try:
+            c.connect(listener.getsockname())
+            with pytest.raises(ValidationError):
+                c.execute("getfd", {"fdname": "x"}, fds=[pipe])
+            assert _refs(pipe) == 1
+        finally:
+            c.close()
+            listener.close()
+
+
+def test_many_fd_commands_through_an_auto_peer_leave_nothing(pipe: int) -> None:
+    with Reactor() as r:
+        c = Client(r)
+        peer = auto_pair(r, c)
+        for i in range(200):
+            c.execute("getfd", {"fdname": f"f{i}"}, fds=[pipe]).result(5)
+        assert _refs(pipe) == 1
+        c.close()
+        peer.close()
