@@ -176,3 +176,15 @@ def test_closed_reactor_refuses_work() -> None:
         r.run_once(0)
     with pytest.raises(StateError):
         r.call_soon_threadsafe(lambda: None)
+
+
+def test_stop_requested_outside_run_is_kept_for_run() -> None:
+    with Reactor() as r:
+        seen: list[int] = []
+        r.call_soon(r.stop)  # runs inside run_once, not inside run()
+        r.run_once(0)
+        r.call_soon(seen.append, 1)
+        r.run()  # one pass, then returns because of the earlier stop
+        assert seen == [1]
+        r.call_soon(r.stop)
+        r.run()  # the stop was consumed: this run needs its own

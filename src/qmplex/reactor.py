@@ -316,14 +316,19 @@ class Reactor:
     def run(self) -> None:
         """Run until :meth:`stop` is called.
 
+        A :meth:`stop` requested before this call (or while the reactor was driven by
+        :meth:`run_once`, e.g. inside ``Future.result()``) is kept: this call then runs
+        one pass and returns, as asyncio's ``run_forever`` does.
+
         Raises:
             StateError: another thread is driving the reactor, or it is closed.
         """
         self._enter()
         try:
-            self._stopping = False
-            while not self._stopping:
+            while True:
                 self._run_once(None)
+                if self._stopping:
+                    break
         finally:
             self._stopping = False
             self._leave()
@@ -332,13 +337,13 @@ class Reactor:
         """Wait for I/O at most ``timeout`` seconds (None: until something happens),
         then run the callbacks that are due.
 
-        A pending :meth:`stop` makes this call return without waiting.
+        A pending :meth:`stop` makes this call return without waiting; the stop stays
+        pending for the next :meth:`run`.
         """
         self._enter()
         try:
             if self._stopping:
                 timeout = 0
-                self._stopping = False
             self._run_once(timeout)
         finally:
             self._leave()
