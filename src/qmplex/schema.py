@@ -859,10 +859,14 @@ class SchemaClient(Protocol):
     """What this module needs of a client (``qmplex.Client`` has it)."""
 
     @property
-    def reactor(self) -> Reactor | None: ...
+    def reactor(self) -> Reactor | None:
+        """The reactor the client's futures complete on."""
+        ...
 
     @property
-    def version(self) -> QMPVersion | None: ...
+    def version(self) -> QMPVersion | None:
+        """The peer's version from its greeting (None before the greeting)."""
+        ...
 
     def execute(
         self,
@@ -873,7 +877,9 @@ class SchemaClient(Protocol):
         until: EventFilter | None = None,
         oob: bool = False,
         fds: Sequence[int] = (),
-    ) -> Future[Any]: ...
+    ) -> Future[Any]:
+        """Submit a QMP command (see :meth:`qmplex.Client.execute`)."""
+        ...
 
 
 class Call:
