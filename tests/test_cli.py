@@ -1,0 +1,356 @@
+"""The ``qmplex`` command, run for real (``python -m qmplex`` in a subprocess) against
+the fake QMP server in threaded mode; plus in-process tests of its pure helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+import qmplex
+from qmplex import Event
+from qmplex.cli import (
+    EXIT_CODES,
+    EXIT_COMMAND_ERROR,
+    EXIT_CONNECTION,
+    EXIT_DEMO_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    UsageError,
+    _ArgInfo,
+    _CommandInfo,
+    _complete_words,
+    event_to_json,
+    parse_address,
+    parse_arguments,
+    render_json,
+)
+from qmplex.testing import FakeQMPServer
+
+_SRC = os.path.dirname(os.path.dirname(os.path.abspath(qmplex.__file__)))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The subprocess imports the same qmplex as this test (source tree or installed).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, env.get("PYTHONPATH")) if p)
+    env.pop("NO_COLOR", None)
+    return env
+
+
+def qmplex_cmd(*args: str, input: str | None = None, timeout: float = 20,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m qmplex ARGS`` and return the finished process (text mode)."""
+    return subprocess.run(
+        [sys.executable, "-m", "qmplex", *args], input=input, capture_output=True, text=True,
+        timeout=timeout, env={**_env(), **(env or {})}, check=False,
+    )
+
+
+def qmplex_popen(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "qmplex", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=_env(),
+    )
+
+
+@pytest.fixture
+def server() -> Iterator[FakeQMPServer]:
+    with FakeQMPServer() as srv:
+        yield srv
+
+
+# ------------------------------------------------------------------ help, usage
+@pytest.mark.parametrize("sub", [[], ["exec"], ["events"], ["shell"], ["demo"]])
+def test_help_everywhere_documents_exit_codes(sub: list[str]) -> None:
+    done = qmplex_cmd(*sub, "--help")
+    assert done.returncode == EXIT_OK, done.stderr
+    assert done.stdout.startswith("usage: qmplex")
+    for code in EXIT_CODES:
+        assert f"  {code:<4} " in done.stdout
+
+
+def test_usage_errors_exit_2() -> None:
+    assert qmplex_cmd().returncode == EXIT_USAGE  # no sub-command
+    assert qmplex_cmd("exec").returncode == EXIT_USAGE  # missing SOCKET COMMAND
+    assert qmplex_cmd("frobnicate").returncode == EXIT_USAGE
+    done = qmplex_cmd("exec", "/nonexistent.sock", "query-status", "not-a-pair")
+    assert done.returncode == EXIT_USAGE
+    assert "expected key=value" in done.stderr
+
+
+def test_python_dash_m_and_version() -> None:
+    done = qmplex_cmd("--version")
+    assert done.returncode == EXIT_OK
+    assert done.stdout.startswith("qmplex ")
+
+
+# ------------------------------------------------------------------------- exec
+def test_exec_prints_pretty_json_without_colour_when_piped(server: FakeQMPServer) -> None:
+    done = qmplex_cmd("exec", server.path, "query-status")
+    assert done.returncode == EXIT_OK, done.stderr
+    assert orjson.loads(done.stdout) == {"status": "prelaunch", "singlestep": False,
+                                         "running": False}
+    assert "\n  " in done.stdout  # indented
+    assert "\x1b[" not in done.stdout
+
+
+def test_exec_colour_can_be_forced(server: FakeQMPServer) -> None:
+    done = qmplex_cmd("--color", "always", "exec", server.path, "query-status")
+    assert done.returncode == EXIT_OK
+    assert "\x1b[" in done.stdout
+    assert "prelaunch" in done.stdout
+
+
+def test_exec_key_value_arguments_are_json_when_they_parse(server: FakeQMPServer) -> None:
+    server.on("x-echo", handler=lambda args: args)
+    done = qmplex_cmd("exec", server.path, "x-echo", "n=3", "flag=true", "name=null-co",
+                      'obj={"k": [1, 2]}', 'id="42"', "text=hello world")
+    assert done.returncode == EXIT_OK, done.stderr
+    expected = {"n": 3, "flag": True, "name": "null-co", "obj": {"k": [1, 2]}, "id": "42",
+                "text": "hello world"}
+    assert orjson.loads(done.stdout) == expected
+    assert server.received[-1]["arguments"] == expected
+
+
+def test_exec_accepts_one_json_object(server: FakeQMPServer) -> None:
+    done = qmplex_cmd("exec", server.path, "blockdev-add",
+                      '{"driver": "null-co", "node-name": "n0"}')
+    assert done.returncode == EXIT_OK, done.stderr
+    assert orjson.loads(done.stdout) == {}
+    assert "n0" in server.nodes
+
+
+def test_exec_command_error_prints_class_and_desc(server: FakeQMPServer) -> None:
+    done = qmplex_cmd("exec", server.path, "device_del", "id=nope")
+    assert done.returncode == EXIT_COMMAND_ERROR
+    assert done.stderr.strip() == "DeviceNotFound: Device 'nope' not found"
+    assert done.stdout == ""
+
+
+def test_exec_unknown_command(server: FakeQMPServer) -> None:
+    done = qmplex_cmd("exec", server.path, "no-such-command")
+    assert done.returncode == EXIT_COMMAND_ERROR
+    assert done.stderr.startswith("CommandNotFound: ")
+
+
+def test_exec_cannot_connect_exits_3(tmp_path: Any) -> None:
+    done = qmplex_cmd("exec", str(tmp_path / "absent.sock"), "query-status")
+    assert done.returncode == EXIT_CONNECTION
+    assert done.stderr.startswith("ConnectError: ")
+
+
+@pytest.mark.parametrize(("greeting", "error"), [
+    (b"SSH-2.0-OpenSSH_9.2\r\n", "DecodeError"),
+    (b'{"hello": "world"}\r\n', "GreetingError"),
+])
+def test_exec_peer_that_is_not_qmp_exits_3(greeting: bytes, error: str) -> None:
+    with FakeQMPServer(greeting=greeting) as srv:
+        done = qmplex_cmd("exec", srv.path, "query-status")
+    assert done.returncode == EXIT_CONNECTION
+    assert done.stderr.startswith(f"{error}: ")
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_exec_reply_timeout_exits_4(server: FakeQMPServer) -> None:
+    server.on("query-status", never=True)
+    done = qmplex_cmd("exec", "--timeout", "0.2", server.path, "query-status")
+    assert done.returncode == EXIT_TIMEOUT
+    assert done.stderr.startswith("Timeout: ")
+
+
+def test_exec_greeting_timeout_exits_4() -> None:
+    with FakeQMPServer(no_greeting=True) as srv:
+        done = qmplex_cmd("--connect-timeout", "0.2", "exec", srv.path, "query-status")
+    assert done.returncode == EXIT_TIMEOUT
+
+
+def test_verbose_logs_the_connection_on_stderr(server: FakeQMPServer) -> None:
+    done = qmplex_cmd("-v", "exec", server.path, "query-name")
+    assert done.returncode == EXIT_OK
+    assert "connected to" in done.stderr and "QEMU 7.2.0" in done.stderr
+
+
+# ----------------------------------------------------------------------- events
+def _start_events(server: FakeQMPServer, *args: str) -> subprocess.Popen[str]:
+    proc = qmplex_popen("events", server.path, *args)
+    # Once qmp_capabilities has arrived, the subscriptions (made before connecting)
+    # see every event that follows its reply.
+    server.wait_for_commands(1, timeout=10)
+    return proc
+
+
+def test_events_prints_one_json_per_line_and_stops_at_count(server: FakeQMPServer) -> None:
+    proc = _start_events(server, "--count", "2")
+    server.emit("RTC_CHANGE", {"offset": 1})
+    server.emit("RESET", {"guest": False, "reason": "host-qmp-system-reset"})
+    server.emit("RTC_CHANGE", {"offset": 3})
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == EXIT_OK, err
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert [e["event"] for e in lines] == ["RTC_CHANGE", "RESET"]
+    assert lines[0]["data"] == {"offset": 1}
+    assert set(lines[0]["timestamp"]) == {"seconds", "microseconds"}
+    assert lines[0]["timestamp"]["seconds"] > 1_000_000_000
+
+
+def test_events_filters_by_name(server: FakeQMPServer) -> None:
+    proc = _start_events(server, "--name", "STOP", "--name", "RESUME", "--count", "2")
+    server.emit("RTC_CHANGE", {"offset": 1})
+    server.emit("STOP")
+    server.emit("RESET", {"guest": True})
+    server.emit("RESUME")
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == EXIT_OK, err
+    assert [orjson.loads(line)["event"] for line in out.splitlines()] == ["STOP", "RESUME"]
+
+
+def test_events_too_few_before_timeout_exits_4(server: FakeQMPServer) -> None:
+    proc = _start_events(server, "--count", "3", "--timeout", "0.5")
+    server.emit("STOP")
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == EXIT_TIMEOUT
+    assert len(out.splitlines()) == 1
+    assert "1 of 3 events" in err
+
+
+def test_events_timeout_alone_is_a_duration(server: FakeQMPServer) -> None:
+    done = qmplex_cmd("events", server.path, "--timeout", "0.2")
+    assert done.returncode == EXIT_OK
+    assert done.stdout == ""
+
+
+def test_events_connection_lost_exits_3(server: FakeQMPServer) -> None:
+    proc = _start_events(server)
+    server.emit("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+    server.drop_clients()
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == EXIT_CONNECTION
+    assert orjson.loads(out)["event"] == "SHUTDOWN"
+    assert err.startswith("ConnectionLost: ")
+
+
+# ------------------------------------------------------------------------ shell
+def test_shell_reads_commands_from_a_pipe(server: FakeQMPServer) -> None:
+    script = ("query-status\n"
+              "blockdev-add driver=null-co node-name=n1\n"
+              'blockdev-add {"driver": "null-co", "node-name": "n1"}\n'
+              "help\n"
+              "quit\n")
+    done = qmplex_cmd("shell", "--no-history", server.path, input=script)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert '"prelaunch"' in done.stdout
+    assert "GenericError: Duplicate nodes with node-name='n1'" in done.stderr
+    assert "commands known (from query-commands)" in done.stdout
+    assert server.commands()[-3:] == ["query-status", "blockdev-add", "blockdev-add"]
+
+
+def test_shell_ends_at_eof_and_reports_a_lost_connection(server: FakeQMPServer) -> None:
+    done = qmplex_cmd("shell", "--no-history", server.path, input="query-name\n")
+    assert done.returncode == EXIT_OK
+    done = qmplex_cmd("shell", "--no-history", server.path, input="!quit\nquery-name\n")
+    assert done.returncode == EXIT_CONNECTION
+    assert "connection lost" in done.stderr or "ConnectionLost" in done.stderr
+
+
+# ------------------------------------------------------------------------- demo
+def test_demo_on_the_fake_server() -> None:
+    done = qmplex_cmd("demo", "--fake", "--disks", "20", "--json")
+    assert done.returncode == EXIT_OK, done.stderr
+    result = orjson.loads(done.stdout)
+    assert result["backend"] == "fake" and result["disks"] == 20
+    assert [p["name"] for p in result["phases"]] == ["start", "plug", "unplug"]
+    assert result["phases"][1]["commands"] == 40
+    # Not a terminal: one progress line per phase on stderr.
+    assert "plug    20/20 done" in done.stderr
+    assert "unplug  20/20 done" in done.stderr
+
+
+def test_demo_human_report_and_bad_disks() -> None:
+    done = qmplex_cmd("demo", "--fake", "--disks", "3", "--quiet")
+    assert done.returncode == EXIT_OK, done.stderr
+    assert done.stdout.splitlines()[0].startswith("backend: the fake QMP server")
+    assert any(line.startswith("plug:") for line in done.stdout.splitlines())
+    assert done.stderr == ""
+    assert qmplex_cmd("demo", "--fake", "--disks", "0").returncode == EXIT_USAGE
+
+
+def test_demo_without_qemu_falls_back_to_the_fake_server() -> None:
+    done = qmplex_cmd("demo", "--disks", "2", "--json",
+                      env={"QMPLEX_QEMU": "/nonexistent/qemu-system-x86_64"})
+    assert done.returncode == EXIT_OK, done.stderr
+    assert orjson.loads(done.stdout)["backend"] == "fake"
+
+
+def test_demo_failures_exit_5(tmp_path: Any) -> None:
+    done = qmplex_cmd("demo", "--disks", "2", "--qemu", str(tmp_path / "no-such-qemu"))
+    assert done.returncode == EXIT_DEMO_FAILED
+    assert done.stderr.startswith("DemoError: QEMU binary not found")
+    done = qmplex_cmd("demo", "--disks", "2", "--qemu", "false")  # exits at once
+    assert done.returncode == EXIT_DEMO_FAILED
+    assert "QEMU did not start" in done.stderr
+
+
+# ---------------------------------------------------------------- pure helpers
+def test_parse_arguments() -> None:
+    assert parse_arguments([]) is None
+    assert parse_arguments(["a=1", "b=x", "c=", "d"]) == {"a": 1, "b": "x", "c": "d"}
+    assert parse_arguments(["s=", "t=2"]) == {"s": "", "t": 2}
+    assert parse_arguments(['{"a":', "[1]}"]) == {"a": [1]}
+    assert parse_arguments(["v=[1, 2]"]) == {"v": [1, 2]}
+    for bad in (["x"], ["=1"], ["a=1", "a=2"], ["{nope"], ["[1]"]):
+        with pytest.raises(UsageError):
+            parse_arguments(bad)
+
+
+def test_parse_address() -> None:
+    assert parse_address("/run/qmp.sock") == "/run/qmp.sock"
+    assert parse_address("qmp.sock") == "qmp.sock"
+    assert parse_address("localhost:4444") == ("localhost", 4444)
+    assert parse_address("tcp:10.0.0.1:5") == ("10.0.0.1", 5)
+    assert parse_address("[::1]:4444") == ("::1", 4444)
+
+
+def test_render_json_plain_equals_indented_json() -> None:
+    value = {"a": [1, 2.5, None, True], "b": {"c": "d"}, "e": [], "f": {}}
+    assert orjson.loads(render_json(value)) == value
+    coloured = render_json(value, colour=True)
+    stripped = coloured
+    for code in ("\x1b[0m", "\x1b[1;34m", "\x1b[32m", "\x1b[36m", "\x1b[35m"):
+        stripped = stripped.replace(code, "")
+    assert stripped == render_json(value)
+
+
+def test_event_to_json_rebuilds_qemu_timestamp() -> None:
+    ev = Event("STOP", {}, 1700000000.25)
+    assert event_to_json(ev) == {"timestamp": {"seconds": 1700000000, "microseconds": 250000},
+                                 "event": "STOP", "data": {}}
+
+
+def test_completion_candidates() -> None:
+    catalog = {
+        "blockdev-add": _CommandInfo("blockdev-add", (_ArgInfo("driver", "str", False,
+                                                               ("null-co", "raw")),
+                                                      _ArgInfo("node-name", "str", True))),
+        "blockdev-del": _CommandInfo("blockdev-del", (_ArgInfo("node-name", "str", False),)),
+        "device_del": _CommandInfo("device_del", (_ArgInfo("id", "str", False),)),
+        "query-name": _CommandInfo("query-name", None),
+    }
+    assert _complete_words(catalog, "blockdev-", 0, "blockdev-") == ["blockdev-add ",
+                                                                     "blockdev-del "]
+    assert _complete_words(catalog, "", 0, "") == [f"{n} " for n in [*sorted(catalog), "help",
+                                                                    "quit", "exit"]]
+    assert _complete_words(catalog, "!q", 0, "!q") == ["!query-name "]
+    assert _complete_words(catalog, "help dev", 5, "dev") == ["device_del "]
+    assert _complete_words(catalog, "device_del ", 11, "") == ["id="]
+    line = "blockdev-add driver=null-co "
+    assert _complete_words(catalog, line, len(line), "") == ["node-name="]
+    line = "blockdev-add driver=n"
+    assert _complete_words(catalog, line, 13, "driver=n") == ["driver=null-co "]
+    assert _complete_words(catalog, "query-name ", 11, "") == []
