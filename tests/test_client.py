@@ -411,11 +411,11 @@ def test_fds_travel_with_exactly_their_command(peer: ScriptedPeer) -> None:
                 data, anc, _flags, _addr = peer.sock.recvmsg(1 << 16, socket.CMSG_SPACE(16))
             except BlockingIOError:
                 break
-            fds = array.array("i")
+            got = array.array("i")
             for level, kind, payload in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            chunks.append((data, list(fds)))
+                    got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
+            chunks.append((data, list(got)))
         with_fds = [(d, f) for d, f in chunks if f]
         assert len(with_fds) == 1
         data, fds = with_fds[0]

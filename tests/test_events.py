@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -35,10 +36,11 @@ def test_from_message() -> None:
 def test_dispatch_by_name_and_index() -> None:
     t = DispatchTable()
     got: list[str] = []
+    def record(name: str) -> Callable[[Event], None]:
+        return lambda e: got.append(name)
+
     subs = [
-        t.subscribe(
-            EventFilter("DEVICE_DELETED", {"device": f"d{i}"}), lambda e, i=i: got.append(f"d{i}")
-        )
+        t.subscribe(EventFilter("DEVICE_DELETED", {"device": f"d{i}"}), record(f"d{i}"))
         for i in range(1000)
     ]
     t.subscribe(EventFilter("STOP"), lambda e: got.append("stop"))

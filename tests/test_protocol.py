@@ -50,15 +50,16 @@ def ready(**kw: Any) -> Protocol:
 @pytest.mark.parametrize("bytewise", [False, True])
 def test_greeting_and_negotiation(bytewise: bool) -> None:
     proto = Protocol()
-    assert proto.state is State.GREETING
+    states = [proto.state]
     msgs = feed_all(proto, GREETING, bytewise=bytewise)
     assert msgs == [Greeting(QMPVersion(7, 2, 22, "Debian 1:7.2+dfsg-7", ("oob",)))]
-    assert proto.state is State.NEGOTIATING
+    states.append(proto.state)
     neg = orjson.loads(proto.negotiate())
     assert neg == {"execute": "qmp_capabilities", "id": neg["id"], "arguments": {"enable": ["oob"]}}
     assert proto.oob_enabled
     assert feed_all(proto, b'{"return": {}, "id": %d}\r\n' % neg["id"], bytewise=bytewise) == []
-    assert proto.state is State.READY
+    states.append(proto.state)
+    assert states == [State.GREETING, State.NEGOTIATING, State.READY]
     assert proto.version is not None and proto.version.at_least(7, 2)
     assert not proto.version.at_least(7, 3)
 

@@ -117,7 +117,11 @@ def test_stop_from_callback_and_from_other_thread() -> None:
         r.run()  # returns
         started = threading.Event()
         r.call_soon(started.set)
-        t = threading.Thread(target=lambda: (started.wait(5), r.stop()))
+        def stopper() -> None:
+            started.wait(5)
+            r.stop()
+
+        t = threading.Thread(target=stopper)
         t.start()
         r.run()
         t.join(5)

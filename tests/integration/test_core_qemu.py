@@ -53,8 +53,10 @@ def test_bulk_scsi_plug_and_unplug_observes_every_device_deleted(vm: QemuProcess
         gather(plugs).result(timeout=60)
         props = client.execute("qom-list", {"path": "/machine/peripheral"}).result(timeout=10)
         assert {p["name"] for p in props} >= {f"d{i}" for i in range(n)}
-        unplugs = [client.device_del(f"d{i}").chain(
-            lambda ev, i=i: client.blockdev_del(f"b{i}")) for i in range(n)]
+        def unplug(i: int) -> qmplex.Future[None]:
+            return client.device_del(f"d{i}").chain(lambda ev: client.blockdev_del(f"b{i}"))
+
+        unplugs = [unplug(i) for i in range(n)]
         gather(unplugs).result(timeout=60)
         assert sorted(deleted) == sorted(f"d{i}" for i in range(n))
         nodes = client.execute("query-named-block-nodes").result(timeout=10)
