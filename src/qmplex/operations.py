@@ -114,6 +114,19 @@ def _check_opt_str(op: str, what: str, value: object) -> str | None:
     return None if value is None else _check_str(op, what, value)
 
 
+def _put_placement(op: str, args: dict[str, Any], *, addr: object = "", bus: object = "",
+                   romfile: object = None) -> None:
+    """Add the non-empty ``addr`` and ``bus`` and a given ``romfile`` to ``args``
+    (QEMU refuses empty strings there)."""
+    if _check_str(op, "addr", addr):
+        args["addr"] = addr
+    if _check_str(op, "bus", bus):
+        args["bus"] = bus
+    rom = _check_opt_str(op, "romfile", romfile)
+    if rom is not None:
+        args["romfile"] = rom
+
+
 def _check_bool(op: str, what: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ValidationError(f"{op}: {what} must be a bool, not {value!r}")
@@ -768,10 +781,7 @@ class Operations:
             "id": _check_id(op, "dev_id", dev_id),
             "drive": _check_id(op, "blockdev_id", blockdev_id),
         }
-        if _check_str(op, "addr", addr):
-            args["addr"] = addr
-        if _check_str(op, "bus", bus):
-            args["bus"] = bus
+        _put_placement(op, args, addr=addr, bus=bus)
         if _check_int(op, "queues", queues, 0) > 0:
             args["num-queues"] = queues
         self._device_extras(op, args, romfile=romfile, shared=shared,
@@ -799,10 +809,7 @@ class Operations:
             "id": _check_id(op, "dev_id", dev_id),
             "chardev": _check_id(op, "chardev_id", chardev_id),
         }
-        if _check_str(op, "addr", addr):
-            args["addr"] = addr
-        if _check_str(op, "bus", bus):
-            args["bus"] = bus
+        _put_placement(op, args, addr=addr, bus=bus)
         return self._command("device_add", args, timeout)
 
     def vfio_device_add(self, dev_id: str, bdf: str, romfile: str | None = None, *,
@@ -852,13 +859,7 @@ class Operations:
             "id": _check_id(op, "dev_id", dev_id),
             "host": _check_id(op, "bdf", bdf),
         }
-        if _check_str(op, "addr", addr):
-            args["addr"] = addr
-        if _check_str(op, "bus", bus):
-            args["bus"] = bus
-        romfile = _check_opt_str(op, "romfile", romfile)
-        if romfile is not None:
-            args["romfile"] = romfile
+        _put_placement(op, args, addr=addr, bus=bus, romfile=romfile)
         return self._command("device_add", args, timeout)
 
     def pci_vfio_mediated_device_add(self, dev_id: str, sysfsdev: str, addr: str = "",
@@ -888,13 +889,7 @@ class Operations:
             "id": _check_id(op, "dev_id", dev_id),
             "sysfsdev": _check_id(op, "sysfsdev", sysfsdev),
         }
-        if _check_str(op, "addr", addr):
-            args["addr"] = addr
-        if _check_str(op, "bus", bus):
-            args["bus"] = bus
-        romfile = _check_opt_str(op, "romfile", romfile)
-        if romfile is not None:
-            args["romfile"] = romfile
+        _put_placement(op, args, addr=addr, bus=bus, romfile=romfile)
         return self._command("device_add", args, timeout)
 
     def ap_vfio_mediated_device_add(self, sysfsdev: str, *, dev_id: str | None = None,
@@ -957,10 +952,7 @@ class Operations:
         }
         if _check_str(op, "mac", mac):
             args["mac"] = mac
-        if _check_str(op, "addr", addr):
-            args["addr"] = addr
-        if _check_str(op, "bus", bus):
-            args["bus"] = bus
+        _put_placement(op, args, addr=addr, bus=bus)
         self._device_extras(op, args, romfile=romfile, shared=False,
                             disable_modern=disable_modern)
         if _check_int(op, "queues", queues, 0) > 0:
@@ -1080,10 +1072,7 @@ class Operations:
             name = f"vhostfd-{vsock_id}"
             named.append((name, _check_fd(op, "vhostfd", vhostfd)))
             args["vhostfd"] = name
-        if _check_str(op, "addr", addr):
-            args["addr"] = addr
-        if _check_str(op, "bus", bus):
-            args["bus"] = bus
+        _put_placement(op, args, addr=addr, bus=bus)
         self._device_extras(op, args, romfile=romfile, shared=False,
                             disable_modern=disable_modern)
         if named:
