@@ -1,0 +1,143 @@
+"""qmplex doing each fake-peer row's work through its plain public API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import qmplex
+from qmplex import Client, Event, Reactor, gather
+
+from .workload import Workload
+
+
+class Serial(Workload):
+    """``client.execute(...).result()`` in a loop."""
+
+    impl = "qmplex"
+
+    def __init__(self, path: str, n: int) -> None:
+        self.path, self.count = path, n
+
+    def open(self) -> None:
+        self.client = qmplex.connect(self.path, timeout=10)
+
+    def run(self) -> float:
+        execute = self.client.execute
+        n = self.count
+        t0 = time.perf_counter()
+        for _ in range(n):
+            execute("query-status").result()
+        return n / (time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class Pipelined(Workload):
+    """Submit ``batch`` commands with ``execute`` (window 64 in the client), wait for
+    the last, repeat: what a manager driving one busy VM does."""
+
+    impl = "qmplex"
+
+    def __init__(self, path: str, n: int, window: int = 64, batch: int = 1024) -> None:
+        self.path, self.count, self.window, self.batch = path, n, window, batch
+
+    def open(self) -> None:
+        self.client = qmplex.connect(self.path, timeout=10, window=self.window)
+
+    def run(self) -> float:
+        execute = self.client.execute
+        n, batch = self.count, self.batch
+        t0 = time.perf_counter()
+        done = 0
+        while done < n:
+            k = min(batch, n - done)
+            futures = [execute("query-status") for _ in range(k)]
+            futures[-1].result()
+            done += k
+        dt = time.perf_counter() - t0
+        if not all(f.done() and f.exception() is None for f in futures):
+            raise AssertionError("a command failed")
+        return n / dt
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class Events(Workload):
+    """A flood of ``n`` events, delivered to a callback (``deliver``) or with no
+    subscriber at all (``drop``: dropped undecoded)."""
+
+    impl = "qmplex"
+
+    def __init__(self, path: str, n: int, mode: str) -> None:
+        self.path, self.count, self.mode = path, n, mode
+
+    def open(self) -> None:
+        self.client = qmplex.connect(self.path, timeout=10)
+        self.delivered = 0
+        if self.mode == "deliver":
+            self.client.on_event(self._on_event, "BENCH_EVENT")
+
+    def _on_event(self, event: Event) -> None:
+        self.delivered += 1
+
+    def run(self) -> float:
+        self.delivered = 0
+        dropped = self.client.dropped_events
+        t0 = time.perf_counter()
+        self.client.execute("x-flood", {"count": self.count}).result()
+        dt = time.perf_counter() - t0
+        seen = self.delivered if self.mode == "deliver" else \
+            self.client.dropped_events - dropped
+        if seen != self.count:
+            raise AssertionError(f"{seen} events of {self.count}")
+        return self.count / dt
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def connect_many(path: str, vms: int, reactor: Reactor, window: int = 7) -> list[Client]:
+    """Connect ``vms`` clients on one reactor, all handshakes in parallel."""
+    clients = [Client(reactor, window=window) for _ in range(vms)]
+    gather([c.connect(path, timeout=60) for c in clients]).result(timeout=120)
+    return clients
+
+
+class ManyVMs(Workload):
+    """``vms`` clients on one reactor; in each round every client gets ``window`` (its
+    default window, 7) commands and the round ends when all are answered, like the
+    floor's rounds. The aggregate command rate."""
+
+    impl = "qmplex"
+
+    def __init__(self, path: str, vms: int, per_vm: int, window: int = 7) -> None:
+        self.path, self.vms, self.per_vm, self.window = path, vms, per_vm, window
+        self.count = vms * per_vm
+
+    def open(self) -> None:
+        self.reactor = Reactor()
+        self.clients = connect_many(self.path, self.vms, self.reactor, self.window)
+
+    def run(self) -> float:
+        per_vm, window = self.per_vm, self.window
+        t0 = time.perf_counter()
+        done = 0
+        while done < per_vm:
+            k = min(window, per_vm - done)
+            last: list[Any] = []
+            for c in self.clients:
+                execute = c.execute
+                for _ in range(k - 1):
+                    execute("query-status")
+                last.append(execute("query-status"))
+            gather(last, self.reactor).result(timeout=600)
+            done += k
+        return self.count / (time.perf_counter() - t0)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.reactor.close()
