@@ -82,13 +82,15 @@ __all__ = [
 ]
 
 
-def _version() -> str:
+def __getattr__(name: str) -> str:
+    """Compute ``__version__`` on first use (importlib.metadata costs ~7 ms at import)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'qmplex' has no attribute {name!r}")
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("qmplex")
+        value = version("qmplex")
     except PackageNotFoundError:  # running from a source tree without installing
-        return "0+unknown"
-
-
-__version__ = _version()
+        value = "0+unknown"
+    globals()["__version__"] = value
+    return value
