@@ -209,6 +209,11 @@ class Client(Operations):
         self._state = ClientState.IDLE
         self._address: Address | None = None
         self._sock: socket.socket | None = None
+        # The socket's recv and send, bound once per connection: an attribute lookup on
+        # a socket.socket goes through its type's __getattribute__ slot (~0.8k
+        # instructions, twice per round trip).
+        self._sock_recv: Callable[[int], bytes] = _no_recv
+        self._sock_send: Callable[[Any], int] = _no_send
         self._fd = -1
         self._proto: Protocol | None = None
         self._connect_future: Future[QMPVersion] | None = None
@@ -327,6 +332,8 @@ class Client(Operations):
             return fut
         sock.setblocking(False)
         self._sock = sock
+        self._sock_recv = sock.recv
+        self._sock_send = sock.send
         self._fd = sock.fileno()
         self._try_connect(target, 0.001)
         return fut
@@ -361,6 +368,8 @@ class Client(Operations):
         fut = self._begin_connect(None, timeout)
         sock.setblocking(False)
         self._sock = sock
+        self._sock_recv = sock.recv
+        self._sock_send = sock.send
         self._fd = sock.fileno()
         self._reactor.add_reader(self._fd, self._on_readable)
         return fut
@@ -562,7 +571,7 @@ class Client(Operations):
                 seg = segments[0]
                 data, fds = seg
                 if fds is None:
-                    n = sock.send(data)
+                    n = self._sock_send(data)
                 else:
                     n = sock.sendmsg(
                         [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
@@ -595,7 +604,7 @@ class Client(Operations):
         if sock is None:
             return
         try:
-            data = sock.recv(_RECV_BYTES)
+            data = self._sock_recv(_RECV_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -919,6 +928,8 @@ class Client(Operations):
         self._fail_waits(message, reason)
         sock = self._sock
         self._sock = None
+        self._sock_recv = _no_recv
+        self._sock_send = _no_send
         if sock is not None:
             fd = self._fd
             self._fd = -1
@@ -984,6 +995,14 @@ class _ListSubscription(Subscription):
             except ValueError:
                 pass
             self._list = None
+
+
+def _no_recv(size: int) -> bytes:
+    raise OSError(errno.ENOTCONN, "not connected")
+
+
+def _no_send(data: Any) -> int:
+    raise OSError(errno.ENOTCONN, "not connected")
 
 
 def _dup_fds(name: str, fds: Sequence[int]) -> list[int]:

@@ -213,7 +213,7 @@ class Future(Generic[T]):
         if reactor is None:
             self._wait_event(timeout)
             return
-        if reactor.in_reactor_thread():
+        if reactor._driver == threading.get_ident():  # reactor.in_reactor_thread()
             raise StateError(
                 "Future.result() called inside a reactor callback: blocking here would "
                 "stop the reactor that must complete this future (deadlock); use "

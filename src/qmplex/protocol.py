@@ -102,7 +102,8 @@ def _too_deep(line: bytes | bytearray) -> bool:
 
 
 def _loads_depth_checked(line: bytes | bytearray) -> Any:
-    if _too_deep(line):
+    # A line of at most MAX_JSON_DEPTH bytes cannot nest deeper: skip the counts.
+    if len(line) > MAX_JSON_DEPTH and _too_deep(line):
         raise orjson.JSONDecodeError(
             f"nesting deeper than {MAX_JSON_DEPTH} levels", "", 0)
     return orjson.loads(line)
@@ -374,6 +375,12 @@ class Protocol:
         append = out.append
         state_ready = self.state is _READY
         from_message = Event.from_message
+        # orjson.loads straight away for a line too short to nest too deep: with an old
+        # orjson, _loads is the depth-checking wrapper, and its call would cost more
+        # than the decoding of a usual line.
+        loads = _loads
+        raw_loads = orjson.loads
+        short = MAX_JSON_DEPTH if loads is not raw_loads else -1
         # Names are looked up as bytes: slices of a bytearray buffer must be converted.
         as_bytes = None if type(buf) is bytes else bytes
         # Floods repeat a few event names: ask ``wants`` once per run of one name (its
@@ -383,8 +390,9 @@ class Protocol:
         dropped = 0
         fields = iter(spans)  # SPAN_FIELDS ints per line, unpacked by zip
         try:
-            for kind, start, end, name_start, name_end in zip(fields, fields, fields, fields,
-                                                              fields, strict=False):
+            # No strict= keyword: zip() then skips its keyword parsing (~1k instructions).
+            for kind, start, end, name_start, name_end in zip(  # noqa: B905
+                    fields, fields, fields, fields, fields):
                 if kind == KIND_EVENT and wants is not None and state_ready:
                     name: Any = buf[name_start:name_end]
                     if name != last_name:
@@ -395,7 +403,7 @@ class Protocol:
                         continue
                 line = buf[start:end]
                 try:
-                    msg = _loads(line)
+                    msg = raw_loads(line) if end - start <= short else loads(line)
                 except orjson.JSONDecodeError as exc:
                     err = DecodeError(f"invalid JSON from the peer ({exc})",
                                       excerpt=excerpt(line))
