@@ -151,3 +151,25 @@ def test_gather_fails_fast_and_cancel_cancels_all() -> None:
         g2.cancel()
         assert all(f.cancelled() for f in fs2)
         assert gather([]).result() == []
+
+
+def test_recover_replaces_a_failure_but_not_a_result_or_cancellation() -> None:
+    with Reactor() as r:
+        ok: Future[int] = Future(r)
+        bad: Future[int] = Future(r)
+        gone: Future[int] = Future(r)
+        calls: list[BaseException] = []
+
+        def handler(exc: BaseException) -> Future[int]:
+            calls.append(exc)
+            return _later(r, -1)
+
+        a, b, c = ok.recover(handler), bad.recover(handler), gone.recover(handler)
+        ok.set_result(1)
+        bad.set_exception(KeyError("k"))
+        gone.cancel()
+        assert a.result(timeout=5) == 1
+        assert b.result(timeout=5) == -1
+        with pytest.raises(Cancelled):
+            c.result(timeout=5)
+        assert [type(e) for e in calls] == [KeyError]

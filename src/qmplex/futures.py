@@ -314,14 +314,7 @@ class Future(Generic[T]):
         out: Future[U] = Future(self._reactor)
 
         def _second(g: Future[U]) -> None:
-            if out.done():
-                return
-            if g._state == _CANCELLED:
-                out.cancel()
-            elif g._exception is not None:
-                out.set_exception(g._exception)
-            else:
-                out.set_result(g._result)
+            g._copy_to(out)
 
         def _first(f: Future[T]) -> None:
             if out.done():
@@ -343,6 +336,47 @@ class Future(Generic[T]):
         out._set_cancel_hook(self.cancel)
         self._add_internal_callback(_first)
         return out
+
+    def recover(self, handler: Callable[[BaseException], Future[T]]) -> Future[T]:
+        """The failure-path twin of :meth:`chain`.
+
+        Returns a future for this future's result; if this one fails (not when it is
+        cancelled), for the future returned by ``handler(exception)`` instead. Cancelling
+        the returned future cancels whichever of the two is running.
+        """
+        out: Future[T] = Future(self._reactor)
+
+        def _second(nxt: Future[T]) -> None:
+            nxt._copy_to(out)
+
+        def _first(f: Future[T]) -> None:
+            if out.done():
+                return
+            if f._state == _CANCELLED or f._exception is None:
+                f._copy_to(out)
+                return
+            try:
+                nxt = handler(f._exception)
+            except Exception as err:
+                out.set_exception(err)
+                return
+            out._set_cancel_hook(nxt.cancel)
+            nxt.add_done_callback(_second)
+
+        out._set_cancel_hook(self.cancel)
+        self.add_done_callback(_first)
+        return out
+
+    def _copy_to(self, dst: Future[T]) -> None:
+        # Give ``dst`` this (done) future's outcome, unless ``dst`` is already done.
+        if dst._state != _PENDING:
+            return
+        if self._state == _CANCELLED:
+            dst.cancel()
+        elif self._exception is not None:
+            dst.set_exception(self._exception)
+        else:
+            dst.set_result(self._result)
 
     def _add_internal_callback(self, fn: Callable[[Future[T]], object]) -> None:
         # Like add_done_callback, but run inline when already done: combinators must

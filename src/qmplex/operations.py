@@ -36,7 +36,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from ._types import (
@@ -186,51 +186,6 @@ def _failed(reactor_of: Future[Any], exc: BaseException) -> Future[T]:
     fut: Future[T] = Future(reactor_of.reactor)
     fut.set_exception(exc)
     return fut
-
-
-def _copy_outcome(src: Future[T], dst: Future[T]) -> None:
-    if dst.done():
-        return
-    if src.cancelled():
-        dst.cancel()
-        return
-    exc = src.exception()
-    if exc is not None:
-        dst.set_exception(exc)
-    else:
-        dst.set_result(src.result())
-
-
-def _recover(step: Future[T], handler: Callable[[BaseException], Future[T]]) -> Future[T]:
-    """The failure-path twin of :meth:`Future.chain`.
-
-    Returns a future for ``step``'s result; if ``step`` fails (not when it is
-    cancelled), for the future returned by ``handler(exception)`` instead. Cancelling
-    the returned future cancels whichever of the two is running.
-    """
-    out: Future[T] = Future(step.reactor)
-
-    def _second(nxt: Future[T]) -> None:
-        _copy_outcome(nxt, out)
-
-    def _first(f: Future[T]) -> None:
-        if out.done():
-            return
-        exc = None if f.cancelled() else f.exception()
-        if exc is None:
-            _copy_outcome(f, out)
-            return
-        try:
-            nxt = handler(exc)
-        except Exception as err:
-            out.set_exception(err)
-            return
-        out._set_cancel_hook(nxt.cancel)
-        nxt.add_done_callback(_second)
-
-    out._set_cancel_hook(step.cancel)
-    step.add_done_callback(_first)
-    return out
 
 
 def _settle(futures: Sequence[Future[Any]]) -> Future[list[Future[Any]]]:
@@ -387,7 +342,7 @@ class Operations:
             cleanup = self._attempt(undo, undo_args, timeout, step)
             return _fail_after([cleanup], error, f"{undo} {dict(undo_args)}")
 
-        return _recover(step.then(_discard), _roll_back)
+        return step.then(_discard).recover(_roll_back)
 
     def _with_named_fds(self, op: str, named: Sequence[tuple[str, int]], command: str,
                         arguments: Mapping[str, Any], timeout: float | None) -> Future[None]:
@@ -1588,7 +1543,7 @@ class Operations:
                 return self.execute("query-cpus-fast", None, timeout=timeout).then(_cpus_fast)
             return _failed(legacy, error)
 
-        return _recover(legacy, _fallback)
+        return legacy.recover(_fallback)
 
     def query_migrate(self, *, timeout: float | None = None) -> Future[MigrationInfo]:
         """Ask for the state of the outgoing migration (``query-migrate``).
