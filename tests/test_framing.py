@@ -15,12 +15,17 @@ from qmplex.framing import (
     KIND_GREETING,
     KIND_OTHER,
     KIND_RETURN,
+    ROUTE_BASE,
+    ROUTED_FIELDS,
     SPAN_FIELDS,
+    RouteTable,
     Splitter,
     split_python,
+    split_python_routed,
 )
 
 Line = tuple[int, bytes, bytes]
+Routed = tuple[int, bytes]
 
 IMPLS = [
     pytest.param(
@@ -449,3 +454,423 @@ def test_bad_max_line(max_line: int) -> None:
 def test_bad_impl() -> None:
     with pytest.raises(ValueError, match="impl"):
         Splitter(impl="rust")
+
+
+# --- Routing -------------------------------------------------------------------------------
+
+needs_c = pytest.mark.skipif(not framing.C_AVAILABLE, reason="qmplex._lines not built")
+
+
+def decode_routed(buf: bytes | bytearray, spans: list[int]) -> list[Routed]:
+    """Turn a routed span list into (tag, line) tuples."""
+    assert len(spans) % ROUTED_FIELDS == 0
+    return [
+        (spans[i], bytes(buf[spans[i + 1] : spans[i + 2]]))
+        for i in range(0, len(spans), ROUTED_FIELDS)
+    ]
+
+
+def feed_all_routed(
+    splitter: Splitter, routes: RouteTable, chunks: list[bytes]
+) -> tuple[list[Routed], LineTooLong | None, int]:
+    """Feed chunks until the end or the first error: (lines, error, total dropped)."""
+    lines: list[Routed] = []
+    dropped = 0
+    for chunk in chunks:
+        buf, spans, error, n = splitter.feed_routed(chunk, routes)
+        lines += decode_routed(buf, spans)
+        dropped += n
+        if error is not None:
+            return lines, error, dropped
+    return lines, None, dropped
+
+
+def ev(name: bytes) -> bytes:
+    """A QEMU-shaped event line (no terminator)."""
+    return b'{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "%s", "data": {}}' % name
+
+
+def route(impl: str, routes: RouteTable, data: bytes) -> tuple[list[Routed], int]:
+    """Feed data in one piece (no error expected): (lines, dropped)."""
+    lines, error, dropped = feed_all_routed(Splitter(impl=impl), routes, [data])
+    assert error is None
+    return lines, dropped
+
+
+def test_routed_tags_and_dropping(impl: str) -> None:
+    data = SESSION_BYTES + b"".join(
+        ev(n) + b"\n" for n in (b"RESUME", b"SHUTDOWN", b"STOP", b"SHUTDOWN", b"RESUME")
+    )
+    routes = RouteTable(["STOP", "RESUME"])
+    assert routes.names == ("STOP", "RESUME")
+    assert not routes.catch_all and not routes.reports_unrouted
+    lines, dropped = route(impl, routes, data)
+    assert lines == [
+        (KIND_GREETING, GREETING),
+        (KIND_RETURN, RETURN),
+        (KIND_ERROR, ERROR),
+        (ROUTE_BASE, EVENT),
+        (ROUTE_BASE + 1, ev(b"RESUME")),
+        (ROUTE_BASE, ev(b"STOP")),
+        (ROUTE_BASE + 1, ev(b"RESUME")),
+    ]
+    assert dropped == 2
+
+
+def test_routed_catch_all(impl: str) -> None:
+    data = b"".join(ev(n) + b"\r\n" for n in (b"SHUTDOWN", b"STOP", b"X"))
+    routes = RouteTable(["STOP"], catch_all=True)
+    assert routes.catch_all and routes.reports_unrouted
+    lines, dropped = route(impl, routes, data)
+    assert lines == [
+        (KIND_EVENT, ev(b"SHUTDOWN")),
+        (ROUTE_BASE, ev(b"STOP")),
+        (KIND_EVENT, ev(b"X")),
+    ]
+    assert dropped == 0
+
+
+def test_routed_lines_of_other_kinds_are_never_dropped(impl: str) -> None:
+    """Only lines tagged KIND_EVENT are looked up: the rest keep their kind."""
+    other = [
+        b'{"event": "ST\\u004fP"}',  # escaped name: the decoder must look
+        b'{"data": {}, "event": "STOP"}',  # event key not first
+        b'{"event": ""}',
+        b'{"id": 1, "return": {}}',
+        b"garbage",
+    ]
+    data = b"\n".join(other) + b"\n \r\n" + ev(b"NOPE") + b"\n"
+    for routes in (RouteTable(), RouteTable(["STOP", ""])):
+        lines, dropped = route(impl, routes, data)
+        assert lines == [(KIND_OTHER, line) for line in other]
+        assert dropped == 1
+
+
+def test_routed_event_without_timestamp_and_odd_spacing(impl: str) -> None:
+    data = b'{"event":"STOP"}\n\t{ "event" : "STOP" , "data": {}}\r\n{"event": "ST"}\n'
+    lines, dropped = route(impl, RouteTable(["STOP"]), data)
+    assert [tag for tag, _ in lines] == [ROUTE_BASE, ROUTE_BASE]
+    assert dropped == 1
+
+
+@pytest.mark.parametrize(
+    "names", [["ST", "STOP", "STOPPED"], ["STOPPED", "STOP", "ST"], ["STOP", "STOPPED", "ST"]]
+)
+def test_routed_names_that_are_prefixes_of_others(impl: str, names: list[str]) -> None:
+    sent = [b"STOP", b"ST", b"STOPPED", b"STO", b"STOPX", b"S", b"STOP", b"STOPPED"]
+    lines, dropped = route(impl, RouteTable(names), b"".join(ev(n) + b"\n" for n in sent))
+    expected = [(ROUTE_BASE + names.index(n.decode()), ev(n)) for n in sent if n.decode() in names]
+    assert lines == expected
+    assert dropped == 3
+
+
+def test_routed_lookup_cache_sees_every_change(impl: str) -> None:
+    """Runs of one name, alternation, and names of one length differing in one byte."""
+    sent = [b"AB", b"AB", b"AC", b"AB", b"AC", b"AC", b"XX", b"AB", b"XX", b"XX", b"AD"]
+    sent += [b"AC", b"A", b"AB"]
+    routes = RouteTable(["AB", "AC", "A"])
+    lines, dropped = route(impl, routes, b"".join(ev(n) + b"\n" for n in sent))
+    tags = {b"AB": ROUTE_BASE, b"AC": ROUTE_BASE + 1, b"A": ROUTE_BASE + 2}
+    assert lines == [(tags[n], ev(n)) for n in sent if n in tags]
+    assert dropped == 4
+
+
+def test_routed_255_byte_names(impl: str) -> None:
+    ascii_name = "N" * 255
+    utf8_name = "é" * 127 + "x"  # 255 bytes in UTF-8
+    routes = RouteTable([ascii_name, utf8_name])
+    assert not routes.reports_unrouted
+    sent = [ascii_name.encode(), utf8_name.encode(), b"N" * 254, b"N" * 256]
+    lines, dropped = route(impl, routes, b"".join(ev(n) + b"\n" for n in sent))
+    assert lines == [(ROUTE_BASE, ev(sent[0])), (ROUTE_BASE + 1, ev(sent[1]))]
+    assert dropped == 2
+
+
+@pytest.mark.parametrize("long_name", ["L" * 256, "é" * 128, "L" * 10_000])
+def test_routed_overlong_name_reports_unrouted_events(impl: str, long_name: str) -> None:
+    """A name too long for the C table keeps its index; unrouted events are reported."""
+    routes = RouteTable(["A", long_name, "B"])
+    assert routes.names == ("A", long_name, "B")
+    assert not routes.catch_all
+    assert routes.reports_unrouted
+    sent = [b"A", long_name.encode(), b"B", b"OTHER"]
+    lines, dropped = route(impl, routes, b"".join(ev(n) + b"\n" for n in sent))
+    assert lines == [
+        (ROUTE_BASE, ev(b"A")),
+        (KIND_EVENT, ev(long_name.encode())),  # for the caller to look at
+        (ROUTE_BASE + 2, ev(b"B")),
+        (KIND_EVENT, ev(b"OTHER")),
+    ]
+    assert dropped == 0
+
+
+def test_routed_names_that_cannot_match(impl: str) -> None:
+    """Empty, unencodable and quoted names keep their index, match nothing, drop nothing."""
+    routes = RouteTable(["", "\ud800", 'A"B', "A\\B", "A\tB", "X"])
+    assert len(routes.names) == 6
+    assert not routes.reports_unrouted
+    data = b'{"event": ""}\n{"event": "A\\"B"}\n{"event": "A\\\\B"}\n{"event": "A\tB"}\n'
+    data += ev(b"A") + b"\n" + ev(b"X") + b"\n"
+    lines, dropped = route(impl, routes, data)
+    assert lines == [
+        (KIND_OTHER, b'{"event": ""}'),
+        (KIND_OTHER, b'{"event": "A\\"B"}'),
+        (KIND_OTHER, b'{"event": "A\\\\B"}'),
+        (KIND_OTHER, b'{"event": "A\tB"}'),
+        (ROUTE_BASE + 5, ev(b"X")),
+    ]
+    assert dropped == 1
+
+
+def test_routed_non_ascii_name(impl: str) -> None:
+    routes = RouteTable(["ÉVÉNEMENT"])
+    name = "ÉVÉNEMENT".encode()
+    lines, dropped = route(impl, routes, ev(name) + b"\n" + ev(b"EVENEMENT") + b"\n")
+    assert lines == [(ROUTE_BASE, ev(name))]
+    assert dropped == 1
+
+
+@pytest.mark.parametrize("catch_all", [False, True])
+def test_routed_empty_table(impl: str, catch_all: bool) -> None:
+    data = SESSION_BYTES + ev(b"X") + b"\n"
+    lines, dropped = route(impl, RouteTable(catch_all=catch_all), data)
+    kinds = [(kind, line) for kind, line, _ in SESSION]
+    if catch_all:
+        assert (lines, dropped) == ([*kinds, (KIND_EVENT, ev(b"X"))], 0)
+    else:
+        assert (lines, dropped) == ([k for k in kinds if k[0] != KIND_EVENT], 2)
+
+
+def test_route_table_duplicates_and_order() -> None:
+    routes = RouteTable(iter(["B", "A", "B", "C", "A"]))
+    assert routes.names == ("B", "A", "C")
+    lines, _ = route("python", routes, ev(b"C") + b"\n" + ev(b"B") + b"\n")
+    assert lines == [(ROUTE_BASE + 2, ev(b"C")), (ROUTE_BASE, ev(b"B"))]
+
+
+def test_route_table_is_immutable_and_checks_types() -> None:
+    routes = RouteTable(["A"], catch_all=True)
+    with pytest.raises(AttributeError):
+        routes.names = ("B",)
+    with pytest.raises(AttributeError):
+        del routes.catch_all
+    assert repr(routes) == "RouteTable(['A'], catch_all=True)"
+    with pytest.raises(TypeError, match="single string"):
+        RouteTable("STOP")
+    with pytest.raises(TypeError, match="bytes"):
+        RouteTable([b"STOP"])  # type: ignore[list-item]
+
+
+def test_routed_equals_feed(impl: str) -> None:
+    """feed_routed reports the lines feed does, the event names turned into tags."""
+    data = (SESSION_BYTES + ev(b"A") + b"\n" + ev(b"B") + b"\n") * 3 + b'{"ret'
+    routes = RouteTable(["B", "STOP"])
+    plain = Splitter(impl=impl)
+    buf, spans, error = plain.feed(data)
+    assert error is None
+    expected = []
+    for kind, line, name in decode(buf, spans):
+        if kind == KIND_EVENT:
+            if name == b"A":
+                continue
+            kind = ROUTE_BASE + routes.names.index(name.decode())
+        expected.append((kind, line))
+    s = Splitter(impl=impl)
+    assert route(impl, routes, data) == (expected, 3)
+    buf, spans, error, dropped = s.feed_routed(data, routes)
+    assert buf is data  # bytes without a pending tail: no copy
+    assert (error, dropped) == (None, 3)
+    assert decode_routed(buf, spans) == expected
+    assert s.pending() == plain.pending() == 5
+
+
+def test_routed_partial_tail_over_many_feeds(impl: str) -> None:
+    routes = RouteTable(["STOP"])
+    s = Splitter(impl=impl)
+    assert s.feed_routed(b'{"event": "ST', routes)[1:] == ([], None, 0)
+    assert s.feed_routed(b'OP"}\r', routes) == (b"", [], None, 0)
+    assert s.pending() == 18
+    buf, spans, error, dropped = s.feed_routed(b'\n{"event": "NO"}\n{"ev', routes)
+    assert decode_routed(buf, spans) == [(ROUTE_BASE, b'{"event": "STOP"}')]
+    assert (error, dropped, s.pending()) == (None, 1, 4)
+    buf, spans, error, dropped = s.feed_routed(b'ent": "NO"}\n{"event', routes)
+    assert (spans, error, dropped, s.pending()) == ([], None, 1, 7)
+    buf, spans, error, dropped = s.feed_routed(b'": "STOP"}\n', routes)
+    assert decode_routed(buf, spans) == [(ROUTE_BASE, b'{"event": "STOP"}')]
+    assert (error, dropped, s.pending()) == (None, 0, 0)
+
+
+def test_routed_byte_by_byte_equals_whole(impl: str) -> None:
+    data = (SESSION_BYTES + ev(b"A") + b"\n" + ev(b"B") + b"\r\n") * 2 + b'{"ret'
+    routes = RouteTable(["A"])
+    whole = feed_all_routed(Splitter(impl=impl), routes, [data])
+    single_splitter = Splitter(impl=impl)
+    single = feed_all_routed(single_splitter, routes, [data[i : i + 1] for i in range(len(data))])
+    assert single == whole
+    assert whole[1:] == (None, 4)
+    assert single_splitter.pending() == 5
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_routed_input_types(impl: str, kind: type) -> None:
+    data = SESSION_BYTES + ev(b"A") + b"\n"
+    routes = RouteTable(["STOP"])
+    lines, error, dropped = feed_all_routed(
+        Splitter(impl=impl), routes, [kind(data[:10]), kind(data[10:])]
+    )
+    assert (error, dropped) == (None, 1)
+    assert lines == [
+        (ROUTE_BASE if kind_ == KIND_EVENT else kind_, line) for kind_, line, _ in SESSION
+    ]
+
+
+def test_routed_bytearray_without_tail_is_scanned_in_place(impl: str) -> None:
+    data = bytearray(SESSION_BYTES)
+    buf, spans, _, _ = Splitter(impl=impl).feed_routed(data, RouteTable(catch_all=True))
+    assert buf is data
+    data += b"more"  # the splitter holds no export of the caller's buffer
+    assert decode_routed(buf, spans) == [(kind, line) for kind, line, _ in SESSION]
+
+
+def test_routed_too_long_line_after_dropped_lines(impl: str) -> None:
+    s = Splitter(40, impl=impl)
+    routes = RouteTable(["KEEP"])
+    data = b'{"event": "NO"}\n{"event": "KEEP"}\n\n{"event": "NO"}\r\n'
+    data += b"y" * 41 + b'\n{"event": "NO"}\n{"event": "KEEP"}\n'
+    buf, spans, err, dropped = s.feed_routed(data, routes)
+    assert decode_routed(buf, spans) == [(ROUTE_BASE, b'{"event": "KEEP"}')]
+    assert dropped == 2  # the ones before the long line only
+    assert isinstance(err, LineTooLong)
+    assert (err.limit, err.received, err.excerpt) == (40, 41, b"y" * 41)
+    assert s.pending() == 0
+    # Only dropped lines before it, then a partial line over the limit.
+    buf, spans, err, dropped = s.feed_routed(b'{"event": "NO"}\n' + b"z" * 41, routes)
+    assert (spans, dropped, s.pending()) == ([], 1, 0)
+    assert isinstance(err, LineTooLong)
+
+
+def test_routed_partial_line_over_limit_in_the_tail(impl: str) -> None:
+    s = Splitter(10, impl=impl)
+    routes = RouteTable()
+    assert s.feed_routed(b"0123456789", routes)[1:] == ([], None, 0)
+    assert s.feed_routed(b"\r", routes) == (b"", [], None, 0)
+    buf, spans, err, dropped = s.feed_routed(b"A", routes)
+    assert (buf, spans, dropped) == (b"", [], 0)
+    assert isinstance(err, LineTooLong)
+    assert s.pending() == 0
+
+
+def test_routed_more_lines_than_output_capacity(impl: str) -> None:
+    """Over 6826 reported lines (the shared array's capacity): several C calls."""
+    count = 5000
+    one = b'{"event": "E"}\n{"event": "D"}\n\n{"return": %d}\r\n'
+    data = b"".join(one % i for i in range(count)) + b'{"event": "E"'
+    s = Splitter(impl=impl)
+    buf, spans, err, dropped = s.feed_routed(data, RouteTable(["E"]))
+    assert (err, dropped) == (None, count)
+    lines = decode_routed(buf, spans)
+    assert len(lines) == 2 * count
+    for i in (0, 1, 3412, 3413, 3414, count - 1):
+        assert lines[2 * i] == (ROUTE_BASE, b'{"event": "E"}')
+        assert lines[2 * i + 1] == (KIND_RETURN, b'{"return": %d}' % i)
+    assert s.pending() == 13
+
+
+@needs_c
+@pytest.mark.parametrize("out_lines", [1, 2, 3, 256])
+def test_split_c_routed_equals_split_python_routed(out_lines: int) -> None:
+    data = (SESSION_BYTES + ev(b"A") + b"\n" + ev(b"B") + b"\n") * 3 + b"\n\n" + b"x" * 50
+    data += b"\n" + ev(b"B") * 2 + b"\n" + SESSION_BYTES
+    tables = [RouteTable(), RouteTable(["B"]), RouteTable(["A", "STOP"], catch_all=True)]
+    tables.append(RouteTable(["STOP", "A" * 300]))
+    for routes in tables:
+        for max_line in (10, 49, 50, 200, 1000):
+            for start in (0, len(SESSION_BYTES)):
+                expected = split_python_routed(data, max_line, routes, start)
+                got = framing.split_c_routed(data, max_line, routes, start, out_lines=out_lines)
+                assert got == expected
+
+
+def test_split_python_routed_resumes_at_start() -> None:
+    data = ev(b"A") + b"\n" + ev(b"B") + b"\n" + ERROR + b"\npartial"
+    spans, consumed, too_long, dropped = split_python_routed(
+        data, 1000, RouteTable(["A"]), len(ev(b"A")) + 1
+    )
+    assert decode_routed(data, spans) == [(KIND_ERROR, ERROR)]
+    assert (consumed, too_long, dropped) == (len(data) - len(b"partial"), False, 1)
+
+
+@needs_c
+def test_c_routed_constants_match() -> None:
+    lib = framing._c_lib
+    assert (lib.QMPLEX_ROUTE_BASE, lib.QMPLEX_ROUTED_FIELDS) == (ROUTE_BASE, ROUTED_FIELDS)
+    assert ROUTE_BASE > max(KIND_OTHER, KIND_RETURN, KIND_ERROR, KIND_EVENT, KIND_GREETING)
+
+
+def _c_split_routed(
+    data: bytes, names: bytes | None, names_len: int, *, start: int = 0, out_cap: int = 8
+) -> tuple[int, list[int], int, int, int]:
+    """Call qmplex_split_routed directly: (rc, spans, consumed, error, dropped)."""
+    ffi, lib = framing._c_ffi, framing._c_lib
+    out = ffi.new("size_t[]", ROUTED_FIELDS * max(out_cap, 1))
+    consumed = ffi.new("size_t *", 12345)
+    error = ffi.new("int *", 77)
+    dropped = ffi.new("size_t *", 100)  # the function only adds to it
+    table = ffi.NULL if names is None else ffi.new("unsigned char[]", names)
+    rc = lib.qmplex_split_routed(
+        data, len(data), start, 1000, table, names_len, 0, out, out_cap, consumed, error, dropped
+    )
+    spans = ffi.unpack(out, ROUTED_FIELDS * rc) if rc > 0 else []
+    return rc, spans, consumed[0], error[0], dropped[0]
+
+
+@needs_c
+@pytest.mark.parametrize(
+    ("names", "names_len"),
+    [
+        (b"\x00", 1),  # empty record
+        (b"\x01A\x00", 3),  # empty record after a good one
+        (b"\x05ABC", 4),  # runs past the end
+        (b"\x01A\x02B", 4),  # the last one runs past the end
+        (b"\x04STOP", 4),  # names_len cuts the record
+        (None, 3),  # NULL with a size
+    ],
+)
+def test_c_routed_malformed_table_is_einval(names: bytes | None, names_len: int) -> None:
+    data = ev(b"A") + b"\n"
+    rc, spans, consumed, error, dropped = _c_split_routed(data, names, names_len, start=0)
+    assert rc == framing._c_lib.QMPLEX_EINVAL
+    assert (consumed, error, dropped) == (0, framing._c_lib.QMPLEX_OK, 100)
+
+
+@needs_c
+def test_c_routed_direct_call() -> None:
+    data = ev(b"A") + b"\n" + ev(b"B") + b"\n" + ev(b"C") + b"\n" + RETURN + b"\npart"
+    end_a = len(ev(b"A"))
+    # Record 0 is "B", record 1 "A"; only part of the table's size is used.
+    rc, spans, consumed, error, dropped = _c_split_routed(data, b"\x01B\x01A\x01C", 4)
+    assert rc == 3
+    assert spans[:3] == [ROUTE_BASE + 1, 0, end_a]
+    assert spans[3] == ROUTE_BASE and spans[6] == KIND_RETURN
+    assert (consumed, error, dropped) == (len(data) - 4, 0, 101)
+    # NULL with size 0 is the empty table; out_cap counts reported lines only.
+    rc, spans, consumed, error, dropped = _c_split_routed(data, None, 0, out_cap=1)
+    assert (rc, spans[0], consumed, dropped) == (1, KIND_RETURN, len(data) - 4, 103)
+    # Invalid arguments, as for qmplex_split.
+    assert _c_split_routed(data, None, 0, start=len(data) + 1)[0] == framing._c_lib.QMPLEX_EINVAL
+    assert _c_split_routed(data, None, 0, out_cap=0)[0] == framing._c_lib.QMPLEX_EINVAL
+
+
+def test_routed_python_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    routes = RouteTable(["STOP"])
+    monkeypatch.setattr(framing, "C_AVAILABLE", False)
+    monkeypatch.setattr(framing, "C_IMPORT_ERROR", "ImportError: simulated failure")
+    monkeypatch.setattr(framing, "_fallback_warned", True)
+    s = Splitter()
+    assert s.impl == "python"
+    for table in (routes, RouteTable(["STOP"])):
+        lines, error, dropped = feed_all_routed(s, table, [SESSION_BYTES + ev(b"X") + b"\n"])
+        assert (error, dropped) == (None, 1)
+        assert lines[-1] == (ROUTE_BASE, EVENT)
+    with pytest.raises(ImportError, match="simulated failure"):
+        framing.split_c_routed(SESSION_BYTES, 100, routes)

@@ -1,8 +1,10 @@
 """Property tests: the C and Python splitters agree with a naive reference, for any
-stream and any chunking, and report nothing but LineTooLong."""
+stream and any chunking, and report nothing but LineTooLong; the routed splitters
+agree with each other and with the plain ones."""
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 
 import pytest
@@ -17,12 +19,17 @@ from qmplex.framing import (
     KIND_GREETING,
     KIND_OTHER,
     KIND_RETURN,
+    ROUTE_BASE,
+    ROUTED_FIELDS,
     SPAN_FIELDS,
+    RouteTable,
     Splitter,
     split_python,
+    split_python_routed,
 )
 
 Line = tuple[int, bytes, bytes]
+Routed = tuple[int, bytes]
 
 IMPLS = ["c", "python"] if framing.C_AVAILABLE else ["python"]
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -295,3 +302,197 @@ def test_split_c_equals_split_python_exactly(
     for buf in (stream, bytearray(stream)):
         expected = split_python(buf, max_line, start)
         assert framing.split_c(buf, max_line, start, out_lines=out_lines) == expected
+
+
+# --- Routing -------------------------------------------------------------------------------
+
+# Names the streams above produce (and near misses: prefixes, extensions, other bytes),
+# plus arbitrary text.
+route_name = st.one_of(
+    st.sampled_from(
+        [
+            "STOP",
+            "ST",
+            "STOPSTOP",
+            "A",
+            "AA",
+            "A_",
+            "_",
+            "X",
+            "A B",
+            "é",
+            "Aé",
+            "A\x7f",
+            "RESUME",
+            "DEVICE_DELETED",
+            "",
+            'A"',
+            "A\\",
+            "\x00",
+        ]
+    ),
+    st.text(max_size=4),
+)
+# Event floods: mostly well-formed event lines of a few names close to each other (runs
+# of one name, prefixes, one byte apart), the rest any line.
+flood_name = st.sampled_from([b"STOP", b"ST", b"STOPSTOP", b"STOQ", b"A", b"AA", b"X", b"\xc3\xa9"])
+
+
+@st.composite
+def flood_lines(draw: st.DrawFn) -> bytes:
+    name = draw(flood_name)
+    if draw(st.booleans()):
+        return b'{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "%s", "data": {}}' % name
+    return b'{"event": "%s"}' % name
+
+
+@st.composite
+def floods(draw: st.DrawFn) -> bytes:
+    lines = st.one_of(flood_lines(), flood_lines(), line)
+    parts = draw(st.lists(st.tuples(lines, terminator), min_size=1, max_size=25))
+    tail = draw(st.one_of(st.just(b""), flood_lines(), line))
+    return b"".join(a + b for a, b in parts) + tail
+
+
+routing_streams = st.one_of(floods(), st.one_of(streams(), st.binary(max_size=200)))
+
+# What follows "event": in a stream: the names its event lines may have.
+EVENT_NAMES = re.compile(rb'"event"[ \t\r]*:[ \t\r]*"([^"\n]+)"')
+
+
+@st.composite
+def route_tables(draw: st.DrawFn, stream: bytes) -> RouteTable:
+    """A table mixing names found in ``stream`` with others; rarely one of 256 bytes
+    (which makes the table report unrouted events, as catch_all does)."""
+    # surrogateescape: a name that is not UTF-8 becomes one UTF-8 cannot encode.
+    found = sorted({m.decode("utf-8", "surrogateescape") for m in EVENT_NAMES.findall(stream)})
+    candidates = st.one_of(st.sampled_from(found), route_name) if found else route_name
+    names = draw(st.lists(candidates, max_size=6))
+    if found and draw(st.integers(0, 3)) != 2:  # mostly
+        names.insert(draw(st.integers(0, len(names))), draw(st.sampled_from(found)))
+    if draw(st.integers(0, 9)) == 5:  # not 0 or 9: Hypothesis favours the bounds
+        names.insert(draw(st.integers(0, len(names))), "STOP" * 64)
+    return RouteTable(names, catch_all=draw(st.booleans()))
+
+
+def routed_limits(stream: bytes) -> st.SearchStrategy[int]:
+    """Half the time no limit, so that the lines get to be routed."""
+    return st.one_of(st.just(framing.DEFAULT_MAX_LINE_BYTES), limits(stream))
+
+
+def expected_tag(routes: RouteTable, kind: int, name: bytes) -> int | None:
+    """The routed tag of a line of the plain split, or None when it is dropped.
+
+    Written from RouteTable's documented rules, independently of both splitters.
+    """
+    if kind != KIND_EVENT:
+        return kind
+    for i, candidate in enumerate(routes.names):
+        try:
+            raw = candidate.encode("utf-8")
+        except UnicodeEncodeError:
+            continue
+        if 0 < len(raw) <= 255 and raw == name:
+            return ROUTE_BASE + i
+    too_long = any(len(n.encode("utf-8", "replace")) > 255 for n in routes.names)
+    if routes.catch_all or too_long:
+        return KIND_EVENT
+    return None
+
+
+def route_lines(routes: RouteTable, lines: list[Line]) -> tuple[list[Routed], int]:
+    """Apply expected_tag to (kind, line, name) tuples: (routed lines, dropped)."""
+    routed: list[Routed] = []
+    dropped = 0
+    for kind, content, name in lines:
+        tag = expected_tag(routes, kind, name)
+        if tag is None:
+            dropped += 1
+        else:
+            routed.append((tag, content))
+    return routed, dropped
+
+
+def run_routed(
+    impl: str, max_line: int, chunks: list[bytes], routes: RouteTable
+) -> tuple[list[Routed], bool, int, int]:
+    splitter = Splitter(max_line, impl=impl)
+    lines: list[Routed] = []
+    dropped = 0
+    for chunk in chunks:
+        buf, spans, error, n = splitter.feed_routed(chunk, routes)
+        assert len(spans) % ROUTED_FIELDS == 0
+        assert n >= 0
+        dropped += n
+        for i in range(0, len(spans), ROUTED_FIELDS):
+            tag, start, end = spans[i : i + ROUTED_FIELDS]
+            assert 0 <= start <= end < len(buf)
+            assert tag >= ROUTE_BASE or tag <= KIND_GREETING
+            lines.append((tag, bytes(buf[start:end])))
+        if error is not None:
+            assert type(error) is LineTooLong
+            assert splitter.pending() == 0
+            return lines, True, 0, dropped
+    return lines, False, splitter.pending(), dropped
+
+
+@SETTINGS
+@given(stream=routing_streams, data=st.data())
+def test_routed_any_chunking_matches_reference(stream: bytes, data: st.DataObject) -> None:
+    routes = data.draw(route_tables(stream))
+    max_line = data.draw(routed_limits(stream))
+    chunks = data.draw(chunkings(stream))
+    lines, too_long, pending = reference(stream, max_line)
+    routed, dropped = route_lines(routes, lines)
+    for impl in IMPLS:
+        assert run_routed(impl, max_line, chunks, routes) == (routed, too_long, pending, dropped)
+
+
+def _starts(stream: bytes) -> list[int]:
+    return [0] + [i + 1 for i, c in enumerate(stream) if c == 0x0A]
+
+
+@pytest.mark.skipif(not framing.C_AVAILABLE, reason="qmplex._lines not built")
+@SETTINGS
+@given(
+    stream=routing_streams,
+    out_lines=st.integers(1, 6),
+    data=st.data(),
+)
+def test_split_c_routed_equals_split_python_routed_exactly(
+    stream: bytes, out_lines: int, data: st.DataObject
+) -> None:
+    routes = data.draw(route_tables(stream))
+    max_line = data.draw(routed_limits(stream))
+    start = data.draw(st.sampled_from(_starts(stream)))
+    for buf in (stream, bytearray(stream)):
+        expected = split_python_routed(buf, max_line, routes, start)
+        got = framing.split_c_routed(buf, max_line, routes, start, out_lines=out_lines)
+        assert got == expected
+
+
+SPLITTERS = [("python", split_python, split_python_routed)]
+if framing.C_AVAILABLE:
+    SPLITTERS.append(("c", framing.split_c, framing.split_c_routed))
+
+
+@SETTINGS
+@given(stream=routing_streams, data=st.data())
+def test_routed_split_is_the_plain_split_routed(stream: bytes, data: st.DataObject) -> None:
+    """Same lines, offsets, consumed and error as the 5-field split; tags from kind+name."""
+    routes = data.draw(route_tables(stream))
+    max_line = data.draw(routed_limits(stream))
+    start = data.draw(st.sampled_from(_starts(stream)))
+    for impl, plain, routed in SPLITTERS:
+        spans5, consumed5, too_long5 = plain(stream, max_line, start)
+        expected: list[int] = []
+        dropped = 0
+        for i in range(0, len(spans5), SPAN_FIELDS):
+            kind, start_, end, ns, ne = spans5[i : i + SPAN_FIELDS]
+            tag = expected_tag(routes, kind, stream[ns:ne])
+            if tag is None:
+                dropped += 1
+            else:
+                expected += (tag, start_, end)
+        got = routed(stream, max_line, routes, start)
+        assert got == (expected, consumed5, too_long5, dropped), impl
