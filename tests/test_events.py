@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -97,3 +99,45 @@ def test_non_scalar_match_falls_back_to_plain_list() -> None:
     t.dispatch(ev("X", v=[1, 2], a={"b": 1}))
     t.dispatch(ev("X", v=[1], a={"b": 2}))
     assert got == [1, 2]
+
+
+def test_event_is_an_immutable_value() -> None:
+    wire = Event.from_message({"event": "STOP", "data": {"a": 1},
+                               "timestamp": {"seconds": 2, "microseconds": 500000}})
+    made = Event("STOP", {"a": 1}, 2.5)
+    assert wire == made and not (wire != made) and hash(wire) == hash(made)
+    assert wire != Event("STOP", {"a": 2}, 2.5) and wire != Event("STOP", {"a": 1}, 2.0)
+    assert repr(wire) == "Event(name='STOP', data={'a': 1}, timestamp=2.5)"
+    with pytest.raises(AttributeError):
+        wire.name = "RESUME"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        wire.timestamp = 1.0  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(wire)) == made
+    assert copy.deepcopy(wire) == made
+    assert Event("X") == Event("X", {}, 0.0) and Event("X").data == {}
+    match wire:
+        case Event(name="STOP", data={"a": n}):
+            assert n == 1
+        case _:
+            pytest.fail("Event does not match by attributes")
+
+
+def test_routing_names_handlers_and_catch_all() -> None:
+    t = DispatchTable()
+    assert t.routing()[0].names == () and not t.routing()[0].catch_all
+    plain = t.subscribe(EventFilter("STOP"), print)
+    t.subscribe(EventFilter("DEVICE_DELETED", {"device": "d1"}), print)
+    routes, handlers = t.routing()
+    assert routes.names == ("STOP", "DEVICE_DELETED") and not routes.catch_all
+    # A name with one plain callback is routed straight to it; others to dispatch().
+    assert handlers == (print, t.dispatch)
+    assert t.routing() is t.routing()  # cached until something changes
+    before = t.version
+    anything = t.subscribe(EventFilter(), print)
+    assert t.version != before
+    routes, handlers = t.routing()
+    assert routes.catch_all and handlers == (t.dispatch, t.dispatch)
+    anything.cancel()
+    plain.cancel()
+    routes, handlers = t.routing()
+    assert routes.names == ("DEVICE_DELETED",) and not routes.catch_all

@@ -17,7 +17,7 @@ from qmplex.errors import (
     UnexpectedReply,
     ValidationError,
 )
-from qmplex.events import Event
+from qmplex.events import DispatchTable, Event, EventFilter
 from qmplex.protocol import Greeting, Protocol, QMPVersion, Reply, State
 
 GREETING = (
@@ -162,9 +162,15 @@ def test_events_decoded_with_timestamp() -> None:
     )
 
 
+def router_for(*names: str) -> DispatchTable:
+    table = DispatchTable()
+    for name in names:
+        table.subscribe(EventFilter(name), lambda e: None)
+    return table
+
+
 def test_unwanted_events_dropped_undecoded() -> None:
-    wanted = {b"STOP"}
-    proto = ready(wants=wanted.__contains__)
+    proto = ready(router=router_for("STOP"))
     # The RESUME line is not even valid JSON: it is dropped before decoding.
     msgs = proto.receive_data(
         b'{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "RESUME", BROKEN\r\n'
@@ -176,7 +182,7 @@ def test_unwanted_events_dropped_undecoded() -> None:
 
 
 def test_unwanted_event_in_unusual_key_order_still_filtered() -> None:
-    proto = ready(wants={b"STOP"}.__contains__)
+    proto = ready(router=router_for("STOP"))
     msgs = proto.receive_data(b'{"data": {}, "event": "RESET"}\n{"data": {}, "event": "STOP"}\n')
     assert [m.name for m in msgs] == ["STOP"]
 
@@ -255,3 +261,128 @@ def test_blank_lines_and_crlf_lf_mix() -> None:
     proto.encode_command("b", None, "B")
     msgs = proto.receive_data(b'\r\n  \n{"return": 1, "id": 2}\n{"return": 2, "id": 3}\r\n')
     assert [m.value for m in msgs] == [1, 2]
+
+
+def _event_line(name: str, seconds: int = 1, **data: Any) -> bytes:
+    return orjson.dumps({"timestamp": {"seconds": seconds, "microseconds": 500000},
+                         "event": name, "data": data}) + b"\n"
+
+
+def test_receive_into_hands_replies_and_events_over_in_stream_order() -> None:
+    table = DispatchTable()
+    seen: list[Any] = []
+    table.subscribe(EventFilter("STOP"), lambda e: seen.append(("event", e)))
+    proto = ready(router=table)
+    a, b = proto.encode("stop")[0], proto.encode("cont")[0]
+    proto.expect(a, "tok-a")
+    proto.expect(b, "tok-b")
+    others: list[Any] = []
+    proto.receive_into(
+        b'{"return": {}, "id": %d}\n' % a + _event_line("STOP", 7, x=1)
+        + _event_line("RESUME") + b'{"error": {"class": "GenericError", "desc": "no"}, '
+        b'"id": %d}\n' % b,
+        lambda token, ok, value: seen.append(("reply", token, ok, value)), others.append)
+    assert seen == [("reply", "tok-a", True, {}),
+                    ("event", Event("STOP", {"x": 1}, 7.5)),
+                    ("reply", "tok-b", False, {"class": "GenericError", "desc": "no"})]
+    assert others == []  # RESUME: nobody subscribed, dropped undecoded
+    assert proto.dropped_events == 1
+    (_, ev), = [s for s in seen if s[0] == "event"]
+    assert type(ev) is Event and ev.timestamp == 7.5 and ev.data == {"x": 1}
+
+
+def test_receive_into_without_routing_hands_events_to_on_message() -> None:
+    table = DispatchTable()
+    called: list[Event] = []
+    table.subscribe(EventFilter("STOP"), called.append)
+    proto = ready(router=table)
+    others: list[Any] = []
+    proto.receive_into(_event_line("STOP") + _event_line("RESUME"),
+                       lambda *a: None, others.append, route=False)
+    assert called == [] and [e.name for e in others] == ["STOP"]
+
+
+def test_callback_that_cancels_its_subscription_gets_no_later_event_of_the_batch() -> None:
+    table = DispatchTable()
+    got: list[int] = []
+
+    def once(event: Event) -> None:
+        got.append(event.data["n"])
+        sub.cancel()
+
+    sub = table.subscribe(EventFilter("STOP"), once)
+    others: list[int] = []
+    table.subscribe(EventFilter("RESUME"), lambda e: others.append(e.data["n"]))
+    proto = ready(router=table)
+    proto.receive_into(b"".join(_event_line(name, n=i) for i, name in
+                                enumerate(["STOP", "STOP", "RESUME", "STOP"])),
+                       lambda *a: None, lambda m: None)
+    assert got == [0] and others == [2]
+
+
+def test_callback_subscribing_mid_batch_sees_later_events_of_routed_names() -> None:
+    table = DispatchTable()
+    late: list[int] = []
+
+    def first(event: Event) -> None:
+        if event.data["n"] == 0:
+            table.subscribe(EventFilter("STOP"), lambda e: late.append(e.data["n"]))
+
+    table.subscribe(EventFilter("STOP"), first)
+    proto = ready(router=table)
+    proto.receive_into(b"".join(_event_line("STOP", n=i) for i in range(3)),
+                       lambda *a: None, lambda m: None)
+    assert late == [1, 2]
+
+
+def test_raising_callback_is_logged_and_the_stream_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    table = DispatchTable()
+    got: list[int] = []
+
+    def boom(event: Event) -> None:
+        got.append(event.data["n"])
+        raise RuntimeError("callback bug")
+
+    table.subscribe(EventFilter("STOP"), boom)
+    proto = ready(router=table)
+    cid = proto.encode("stop")[0]
+    proto.expect(cid, "tok")
+    replies: list[Any] = []
+    proto.receive_into(_event_line("STOP", n=1) + _event_line("STOP", n=2)
+                       + b'{"return": {}, "id": %d}\n' % cid,
+                       lambda *a: replies.append(a), lambda m: None)
+    assert got == [1, 2] and replies == [("tok", True, {})]
+    assert [r.message for r in caplog.records].count(f"event callback {boom!r} raised") == 2
+
+
+def test_callback_ending_the_connection_stops_the_batch() -> None:
+    table = DispatchTable()
+    proto_box: list[Protocol] = []
+    got: list[int] = []
+
+    def close(event: Event) -> None:
+        got.append(event.data["n"])
+        proto_box[0].receive_eof()
+
+    table.subscribe(EventFilter("STOP"), close)
+    proto = ready(router=table)
+    proto_box.append(proto)
+    cid = proto.encode("stop")[0]
+    proto.expect(cid, "tok")
+    replies: list[Any] = []
+    proto.receive_into(_event_line("STOP", n=1) + b'{"return": {}, "id": %d}\n' % cid
+                       + _event_line("STOP", n=2), lambda *a: replies.append(a),
+                       lambda m: None)
+    assert got == [1] and replies == []
+    assert proto.take_in_flight() == ["tok"]  # its reply was never handled
+
+
+def test_wire_timestamp_is_read_lazily_and_tolerates_garbage() -> None:
+    proto = ready()
+    msgs = proto.receive_data(
+        b'{"event": "A", "timestamp": {"seconds": "x"}}\n'
+        b'{"event": "B", "timestamp": 5}\n{"event": "C", "data": [1]}\n'
+        b'{"timestamp": {"seconds": 2, "microseconds": 250000}, "event": "D"}\n')
+    assert [(e.name, e.data, e.timestamp) for e in msgs] == [
+        ("A", {}, 0.0), ("B", {}, 0.0), ("C", {}, 0.0), ("D", {}, 2.25)]

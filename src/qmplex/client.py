@@ -46,7 +46,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import (
@@ -63,7 +63,7 @@ from .events import DispatchTable, Event, EventFilter, Subscription
 from .framing import DEFAULT_MAX_LINE_BYTES
 from .futures import Future
 from .operations import Operations
-from .protocol import Greeting, Protocol, QMPVersion, Reply, State
+from .protocol import Greeting, Protocol, QMPVersion, State
 from .reactor import Reactor, TimerHandle
 from .schema import CallNamespace, Schema, load_schema, loaded_schema
 
@@ -394,7 +394,7 @@ class Client(Operations):
             self._address = address
         self._connect_future = fut
         self._state = ClientState.CONNECTING
-        self._proto = Protocol(self.max_line_bytes, wants=self._table.wants,
+        self._proto = Protocol(self.max_line_bytes, router=self._table,
                                splitter_impl=self._splitter_impl)
         self.version = None
         self._schema_load = None
@@ -616,10 +616,9 @@ class Client(Operations):
         proto = self._proto
         assert proto is not None
         try:
-            msgs = proto.receive_data(data)
+            # Replies and events are handled as each line is decoded, in stream order.
+            proto.receive_into(data, self._on_reply, self._on_message, route=not self._debug)
         except ProtocolError as exc:
-            self._process(proto.pending_messages)
-            proto.pending_messages = []
             self._report_error(exc)
             if self._proto is not proto:
                 return  # a callback already replaced the connection
@@ -628,77 +627,53 @@ class Client(Operations):
             else:
                 self._lost(ConnectionLost(f"protocol error: {exc}"), exc)
             return
-        self._process(msgs)
-
-    def _process(self, msgs: list[Any]) -> None:
-        reply_t = Reply
-        event_t = Event
-        table = self._table
-        proto = self._proto
-        freed = False
-        it = iter(msgs)
-        for msg in it:
-            t = type(msg)
-            if t is reply_t:
-                cmd: _Command = msg.token
-                if not cmd.oob:
-                    self._outstanding -= 1
-                    freed = True
-                if cmd.stage != _SENT:
-                    continue  # cancelled or timed out: the reply is discarded
-                if msg.ok:
-                    if cmd.until is None:
-                        if cmd.timer is None and cmd.sub is None and not cmd.fds:
-                            cmd.stage = _DONE  # all that _finish() would do here
-                        else:
-                            self._finish(cmd)
-                        cmd.future.set_result(msg.value)
-                    elif cmd.event is not None:
-                        event = cmd.event
-                        self._finish(cmd)
-                        cmd.future.set_result(event)
-                    else:
-                        cmd.stage = _ANSWERED
-                        self._answered[cmd.cid] = cmd
-                else:
-                    self._finish(cmd)
-                    err = msg.value if isinstance(msg.value, dict) else {}
-                    cmd.future.set_exception(CommandError(
-                        cmd.name, str(err.get("class", "GenericError")),
-                        str(err.get("desc", msg.value)), cmd.args))
-            elif t is event_t:
-                if self._debug:
-                    logger.debug("%s event %s %s", self._label(), msg.name, msg.data)
-                table.dispatch(msg)
-                if self._sock is None or self._proto is not proto:
-                    self._abort_batch(it)  # a callback closed (or replaced) the connection
-                    return
-            elif t is Greeting:
-                self._on_greeting(msg)
-            elif isinstance(msg, ProtocolError):
-                self._report_error(msg)
-                if self._sock is None or self._proto is not proto:
-                    self._abort_batch(it)
-                    return
-        if self._state is ClientState.CONNECTING and self._proto is not None \
-                and self._proto.state is State.READY:
-            self._on_ready()
-        elif freed and self._queue:
+        if self._proto is not proto:
+            return  # a callback ended (or replaced) the connection
+        if self._state is ClientState.CONNECTING:
+            if proto.state is State.READY:
+                self._on_ready()
+        elif self._queue and self._outstanding < self.window:
             self._pump()
 
-    def _abort_batch(self, rest: Iterator[Any]) -> None:
-        """A callback ended the connection in the middle of a batch of messages: the
-        replies left in the batch were taken off the protocol's in-flight table, so
-        the teardown did not see their commands; fail those as it failed the others.
-        Events left in the batch are not delivered."""
-        for msg in rest:
-            if type(msg) is Reply:
-                cmd = msg.token
-                if isinstance(cmd, _Command) and cmd.stage == _SENT:
+    def _on_reply(self, cmd: _Command, ok: bool, value: Any) -> None:
+        """A reply from the protocol (``receive_into``), for the command it belongs to."""
+        if not cmd.oob:
+            self._outstanding -= 1
+        if cmd.stage != _SENT:
+            return  # cancelled or timed out: the reply is discarded
+        if ok:
+            if cmd.until is None:
+                if cmd.timer is None and cmd.sub is None and not cmd.fds:
+                    cmd.stage = _DONE  # all that _finish() would do here
+                else:
                     self._finish(cmd)
-                    cmd.future.set_exception(ConnectionLost(
-                        f"{cmd.name}: the connection was ended by a callback before "
-                        "its reply was handled"))
+                cmd.future.set_result(value)
+            elif cmd.event is not None:
+                event = cmd.event
+                self._finish(cmd)
+                cmd.future.set_result(event)
+            else:
+                cmd.stage = _ANSWERED
+                self._answered[cmd.cid] = cmd
+        else:
+            self._finish(cmd)
+            err = value if isinstance(value, dict) else {}
+            cmd.future.set_exception(CommandError(
+                cmd.name, str(err.get("class", "GenericError")),
+                str(err.get("desc", value)), cmd.args))
+
+    def _on_message(self, msg: Any) -> None:
+        """Anything else from the protocol: a greeting, a reported error, an event that
+        did not go straight to its handler."""
+        t = type(msg)
+        if t is Event:
+            if self._debug:
+                logger.debug("%s event %s %s", self._label(), msg.name, msg.data)
+            self._table.dispatch(msg)
+        elif t is Greeting:
+            self._on_greeting(msg)
+        elif isinstance(msg, ProtocolError):
+            self._report_error(msg)
 
     def _on_greeting(self, greeting: Greeting) -> None:
         proto = self._proto

@@ -10,7 +10,8 @@ subscriptions whose filter compares one data key with a scalar (``{"device": "d7
 are indexed by that key's value. So 1,000 ``device_del`` calls waiting for their own
 ``DEVICE_DELETED`` cost one dictionary lookup per event, not 1,000 comparisons. The
 table also tells the framing layer which event names anyone wants at all
-(:meth:`DispatchTable.wants`): the others are dropped before they are decoded.
+(:meth:`DispatchTable.routing`): the others are dropped before they are decoded, and
+each wanted name comes with its handler, called as soon as its line is decoded.
 
 This module does no I/O; callbacks run on the reactor's thread, in the order the
 events arrived.
@@ -31,10 +32,20 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Event", "EventFilter", "Subscription", "DispatchTable", "DRAIN_BATCH"]
+from .framing import RouteTable
+
+try:  # CPython's C accessor for named tuple fields (what namedtuple uses)
+    from collections import _tuplegetter as _item_getter  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - other Pythons
+    def _item_getter(index: int, doc: str) -> Any:
+        return property(itemgetter(index), doc=doc)
+
+__all__ = ["Event", "EventFilter", "Subscription", "DispatchTable", "DRAIN_BATCH",
+           "callback_failed"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +55,50 @@ _MISSING = object()
 DRAIN_BATCH = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One QMP event.
+class Event(tuple[str, dict[str, Any], Any]):
+    """One QMP event: an immutable value.
 
     Attributes:
         name: the event name, e.g. ``"DEVICE_DELETED"``.
         data: the event's ``data`` member (an empty dict when QEMU sent none).
         timestamp: QEMU's timestamp in seconds since the epoch (``seconds`` +
-            ``microseconds`` / 1e6); ``0.0`` when absent.
+            ``microseconds`` / 1e6); ``0.0`` when absent or malformed.
+
+    ``Event(name, data, timestamp)`` makes one. It is a tuple underneath (built once per
+    delivered event, it is the cheapest immutable object CPython makes: see
+    ``bench/README.md``); use the attributes, not the items. Events compare equal when
+    name, data and timestamp do.
     """
 
-    name: str
-    data: dict[str, Any] = field(default_factory=dict)
-    timestamp: float = 0.0
+    __slots__ = ()
+    __match_args__ = ("name", "data", "timestamp")
+
+    if TYPE_CHECKING:
+        @property
+        def name(self) -> str:
+            """The event name, e.g. ``"DEVICE_DELETED"``."""
+
+        @property
+        def data(self) -> dict[str, Any]:
+            """The event's ``data`` member (an empty dict when QEMU sent none)."""
+    else:
+        name = _item_getter(0, "The event name, e.g. ``\"DEVICE_DELETED\"``.")
+        data = _item_getter(1, "The event's ``data`` member (an empty dict when QEMU sent "
+                               "none).")
+
+    def __new__(cls, name: str, data: dict[str, Any] | None = None,
+                timestamp: float = 0.0) -> Event:
+        """Make an event (``data`` None: an empty dict)."""
+        event: Event = _tuple_new(cls, (name, {} if data is None else data, float(timestamp)))
+        return event
+
+    @property
+    def timestamp(self) -> float:
+        """QEMU's timestamp in seconds since the epoch; ``0.0`` when absent."""
+        raw = self[2]
+        if type(raw) is float:
+            return raw
+        return _wire_timestamp(raw)
 
     @classmethod
     def from_message(cls, msg: Mapping[str, Any]) -> Event:
@@ -70,35 +111,54 @@ class Event:
         if not isinstance(name, str) or not name:
             raise ValueError("event message without a name")
         data = msg.get("data")
-        if not isinstance(data, dict):
-            data = {}
-        ts = msg.get("timestamp")
-        timestamp = 0.0
-        if isinstance(ts, dict):
-            seconds = ts.get("seconds", 0)
-            micro = ts.get("microseconds", 0)
-            if type(seconds) is int and type(micro) is int:  # QEMU's: skip float()
-                timestamp = seconds + micro / 1e6
-            else:
-                try:
-                    timestamp = float(seconds) + float(micro) / 1e6
-                except (TypeError, ValueError):
-                    timestamp = 0.0
-        if cls is Event:
-            # Hot path (one per delivered event): the frozen dataclass __init__ goes
-            # through object.__setattr__ per field; the slot setters are ~40% cheaper.
-            event = _new_object(Event)
-            _set_name(event, name)
-            _set_data(event, data)
-            _set_timestamp(event, timestamp)
-            return event
-        return cls(name, data, timestamp)
+        # The timestamp stays as QEMU sent it until read (most callbacks never do).
+        event: Event = _tuple_new(cls, (name, data if type(data) is dict else {},
+                                        msg.get("timestamp")))
+        return event
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (self[0] == other[0] and self.timestamp == other.timestamp
+                and self[1] == other[1])
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash((self[0], self.timestamp))
+
+    def __repr__(self) -> str:
+        return f"Event(name={self[0]!r}, data={self[1]!r}, timestamp={self.timestamp!r})"
+
+    def __getnewargs__(self) -> tuple[str, dict[str, Any], float]:
+        return self[0], self[1], self.timestamp
 
 
-_new_object = object.__new__
-_set_name: Callable[[Event, str], None] = Event.__dict__["name"].__set__
-_set_data: Callable[[Event, dict[str, Any]], None] = Event.__dict__["data"].__set__
-_set_timestamp: Callable[[Event, float], None] = Event.__dict__["timestamp"].__set__
+def callback_failed(callback: Callable[..., object]) -> None:
+    """Log the exception an event callback just raised (call from an ``except``)."""
+    logger.exception("event callback %r raised", callback)
+
+
+def _wire_timestamp(raw: Any) -> float:
+    """QEMU's ``{"seconds": S, "microseconds": U}`` as seconds; 0.0 if malformed."""
+    if not isinstance(raw, dict):
+        return 0.0
+    seconds = raw.get("seconds", 0)
+    micro = raw.get("microseconds", 0)
+    if type(seconds) is int and type(micro) is int:
+        return seconds + micro / 1e6
+    try:
+        return float(seconds) + float(micro) / 1e6
+    except (TypeError, ValueError):
+        return 0.0
+
+
+#: ``tuple.__new__``: how the protocol builds an event per line, with the name it routed
+#: the line by, the data already checked to be a dict and the raw timestamp:
+#: ``_tuple_new(Event, (name, data, msg.get("timestamp")))``.
+_tuple_new: Any = tuple.__new__
 
 
 def _matches(data: Any, match: Mapping[str, Any]) -> bool:
@@ -252,7 +312,7 @@ class Subscription:
             try:
                 callback(event)
             except Exception:
-                logger.exception("event callback %r raised", callback)
+                callback_failed(callback)
         if backlog and self.active:
             assert self._schedule is not None
             self._schedule(self._drain)  # the rest on the next pass, after I/O
@@ -356,6 +416,35 @@ class DispatchTable:
         self.wanted: set[bytes] = set()
         self.want_all = False
         self.on_change: Callable[[], object] | None = None
+        #: Changes with every subscribe and cancel.
+        self.version = 0
+        self._routing: tuple[RouteTable, tuple[Callable[[Event], object], ...]] | None = None
+
+    def routing(self) -> tuple[RouteTable, tuple[Callable[[Event], object], ...]]:
+        """The names the framing layer should route, and one handler per name.
+
+        Returns ``(routes, handlers)``: ``handlers[i]`` delivers an event named
+        ``routes.names[i]`` exactly as :meth:`dispatch` would, as long as
+        :attr:`version` does not change: for a name whose only subscription is a plain
+        callback (no match, predicate, backlog or once), it is that callback itself
+        (the caller logs what it raises, see :func:`callback_failed`); otherwise
+        :meth:`dispatch`. ``routes.catch_all`` is set while a subscription without a
+        name exists. Worked out again after each change, on first use.
+        """
+        routing = self._routing
+        if routing is None:
+            names = tuple(self._by_name)
+            dispatch = self.dispatch
+            handlers: list[Callable[[Event], object]] = []
+            for name in names:
+                simple = None if self._any.count else self._by_name[name].simple()
+                if simple is not None and len(simple) == 1:
+                    handlers.append(simple[0].callback)
+                else:
+                    handlers.append(dispatch)
+            routing = self._routing = (
+                RouteTable(names, catch_all=self.want_all), tuple(handlers))
+        return routing
 
     def wants(self, name: bytes) -> bool:
         """Return True if some subscription may want an event called ``name``."""
@@ -381,6 +470,8 @@ class DispatchTable:
             ValueError: ``queue`` is below 1, or given with ``once`` or no ``schedule``.
         """
         sub = Subscription(self, flt, callback, once, queue, schedule)
+        self.version += 1
+        self._routing = None
         if flt.name is None:
             self._any.add(sub)
             self.want_all = True
@@ -393,6 +484,8 @@ class DispatchTable:
         return sub
 
     def _remove(self, sub: Subscription) -> None:
+        self.version += 1
+        self._routing = None
         name = sub.filter.name
         if name is None:
             self._any.remove(sub)
@@ -430,7 +523,7 @@ class DispatchTable:
                         try:
                             sub.callback(event)
                         except Exception:
-                            logger.exception("event callback %r raised", sub.callback)
+                            callback_failed(sub.callback)
                 return delivered
         if bucket is not None:
             # A snapshot: a callback may (un)subscribe while we iterate.
@@ -465,5 +558,5 @@ class DispatchTable:
             try:
                 sub.callback(event)
             except Exception:
-                logger.exception("event callback %r raised", sub.callback)
+                callback_failed(sub.callback)
         return delivered

@@ -24,8 +24,11 @@ States (:class:`State`) move only forward::
    (QEMU's id-less replies answer unparsable input). A reply with an id that matches no
    command in flight is reported as :class:`UnexpectedReply` and dropped.
 
-Events are routed before decoding: the framing layer reports an event line's name, and a
-line whose name ``wants`` rejects is dropped without being decoded.
+Events are routed before decoding: the framing layer matches each event line's name
+against the ``router``'s names (a :class:`~qmplex.framing.RouteTable`), drops the lines
+nobody wants without decoding them, and tags the others with their route, so
+:meth:`Protocol.receive_into` decodes a wanted event once and calls its name's handler
+with it at once (in stream order with the replies: there is no message list).
 
 Bad peer input, and what happens to the connection:
 
@@ -50,7 +53,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,12 +69,13 @@ from .errors import (
     ValidationError,
     excerpt,
 )
-from .events import Event, _new_object, _set_data, _set_name, _set_timestamp
+from .events import DispatchTable, Event, _tuple_new, callback_failed
 from .framing import (
     DEFAULT_MAX_LINE_BYTES,
     KIND_ERROR,
-    KIND_EVENT,
     KIND_RETURN,
+    ROUTE_BASE,
+    RouteTable,
     Splitter,
 )
 
@@ -216,9 +220,10 @@ class Protocol:
 
     Args:
         max_line_bytes: the longest line accepted from the peer.
-        wants: called with an event name (ASCII bytes) to ask whether anybody wants
-            events of that name; those refused are dropped undecoded. ``None``: decode
-            every event.
+        router: the event dispatch table: event lines of names it does not want are
+            dropped undecoded (in the framing layer), and :meth:`receive_into` hands
+            the others straight to its per-name handlers. ``None``: every event is
+            decoded and returned.
         splitter_impl: ``"auto"``, ``"c"`` or ``"python"`` (see :class:`Splitter`).
     """
 
@@ -226,11 +231,11 @@ class Protocol:
         self,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         *,
-        wants: Callable[[bytes], bool] | None = None,
+        router: DispatchTable | None = None,
         splitter_impl: str = "auto",
     ) -> None:
         self.max_line_bytes = max_line_bytes
-        self.wants = wants
+        self.router = router
         self._splitter = Splitter(max_line_bytes, impl=splitter_impl)
         self.state = State.GREETING
         self.version: QMPVersion | None = None
@@ -333,27 +338,76 @@ class Protocol:
         The list holds :class:`Greeting`, :class:`Reply`, :class:`Event` and reported
         :class:`ProtocolError` values. After a ``Greeting``, the caller must send
         :meth:`negotiate`'s bytes. Our own ``qmp_capabilities`` reply is consumed here.
+        With a ``router``, events of names it does not want are dropped undecoded; the
+        others are returned (its callbacks are not called: see :meth:`receive_into`).
 
         Raises:
             ProtocolError: a fatal error (see the module docstring); messages decoded
                 before it are in :attr:`pending_messages`, and the state is CLOSED.
         """
-        if self.state is State.CLOSED:
-            return []
-        buf, spans, error = self._splitter.feed(data)
         out: list[Any] = []
+        append = out.append
+
+        def on_reply(token: Any, ok: bool, value: Any) -> None:
+            append(Reply(token, ok, value))
+
+        try:
+            self.receive_into(data, on_reply, append, route=False)
+        except ProtocolError:
+            self.pending_messages = out
+            raise
+        return out
+
+    def receive_into(
+        self,
+        data: bytes,
+        on_reply: Callable[[Any, bool, Any], object],
+        on_message: Callable[[Any], object],
+        *,
+        route: bool = True,
+    ) -> None:
+        """Feed bytes received from the peer and hand over what they completed, in
+        stream order, as it is decoded (no list, no :class:`Reply` objects).
+
+        Args:
+            data: the bytes received.
+            on_reply: called as ``on_reply(token, ok, value)`` for each reply (what a
+                :class:`Reply` holds).
+            on_message: called with each :class:`Greeting`, reported
+                :class:`ProtocolError` and each :class:`Event` not delivered through the
+                router.
+            route: deliver the events the ``router`` routes straight to the handlers of
+                its :meth:`~qmplex.events.DispatchTable.routing` (False: to
+                ``on_message``).
+
+        A callback that ends the connection (:meth:`receive_eof`) stops the processing:
+        the rest of ``data`` is ignored and its replies' commands stay in flight (for
+        :meth:`take_in_flight`).
+
+        Raises:
+            ProtocolError: a fatal error (see the module docstring), after everything
+                that preceded it was handed over; the state is then CLOSED.
+        """
+        if self.state is _CLOSED:
+            return
+        router = self.router
+        if router is not None and self.state is _READY:
+            routes, handlers = router.routing()
+        else:
+            routes, handlers = _EVERY_EVENT, ()
+        buf, spans, error, dropped = self._splitter.feed_routed(data, routes)
+        if dropped:
+            self.dropped_events += dropped
         if spans:
             try:
-                self._handle_lines(buf, spans, out)
+                self._handle_lines(buf, spans, routes.names, handlers if route else None,
+                                   on_reply, on_message)
             except ProtocolError:
-                self.pending_messages = out
-                self.state = State.CLOSED
+                self.state = _CLOSED
                 raise
         if error is not None:
-            self.pending_messages = out
-            self.state = State.CLOSED
+            self.state = _CLOSED
             raise error
-        return out
 
     def receive_eof(self) -> list[Any]:
         """Tell the protocol the peer closed the connection; returns nothing more.
@@ -369,138 +423,147 @@ class Protocol:
         self._in_flight.clear()
         return tokens
 
-    def _handle_lines(self, buf: bytes | bytearray, spans: list[int], out: list[Any]) -> None:
-        wants = self.wants
+    def _handle_lines(
+        self,
+        buf: bytes | bytearray,
+        spans: list[int],
+        names: tuple[str, ...],
+        handlers: Sequence[Callable[[Event], object]] | None,
+        on_reply: Callable[[Any, bool, Any], object],
+        on_message: Callable[[Any], object],
+    ) -> None:
         in_flight = self._in_flight
-        append = out.append
+        router = self.router
+        version = router.version if router is not None else 0
         state_ready = self.state is _READY
-        from_message = Event.from_message
         # orjson.loads straight away for a line too short to nest too deep: with an old
         # orjson, _loads is the depth-checking wrapper, and its call would cost more
         # than the decoding of a usual line.
         loads = _loads
         raw_loads = orjson.loads
         short = MAX_JSON_DEPTH if loads is not raw_loads else -1
-        # Names are looked up as bytes: slices of a bytearray buffer must be converted.
-        as_bytes = None if type(buf) is bytes else bytes
-        # Floods repeat a few event names: ask ``wants`` once per run of one name (its
-        # answer cannot change within this call: events are dispatched after it returns).
-        last_name: bytes | bytearray | None = None
-        last_wanted = True
-        dropped = 0
-        fields = iter(spans)  # SPAN_FIELDS ints per line, unpacked by zip
-        try:
-            # No strict= keyword: zip() then skips its keyword parsing (~1k instructions).
-            for kind, start, end, name_start, name_end in zip(  # noqa: B905
-                    fields, fields, fields, fields, fields):
-                if kind == KIND_EVENT and wants is not None and state_ready:
-                    name: Any = buf[name_start:name_end]
-                    if name != last_name:
-                        last_name = name
-                        last_wanted = wants(name if as_bytes is None else as_bytes(name))
-                    if not last_wanted:
-                        dropped += 1
-                        continue
-                line = buf[start:end]
-                try:
-                    msg = raw_loads(line) if end - start <= short else loads(line)
-                except orjson.JSONDecodeError as exc:
-                    err = DecodeError(f"invalid JSON from the peer ({exc})",
-                                      excerpt=excerpt(line))
-                    if kind in (KIND_RETURN, KIND_ERROR) or not state_ready:
-                        raise err from exc
-                    append(err)
-                    continue
-                if type(msg) is not dict:
-                    if not state_ready and self.state is State.GREETING:
-                        raise GreetingError("the peer did not start with a QMP greeting",
-                                            excerpt=excerpt(line))
-                    append(DecodeError("a QMP message must be a JSON object",
+        event_t = Event
+        new_event = _tuple_new
+        fields = iter(spans)  # ROUTED_FIELDS ints per line, unpacked by zip
+        # No strict= keyword: zip() then skips its keyword parsing (~1k instructions).
+        for tag, start, end in zip(fields, fields, fields):  # noqa: B905
+            line = buf[start:end]
+            try:
+                msg = raw_loads(line) if end - start <= short else loads(line)
+            except orjson.JSONDecodeError as exc:
+                err = DecodeError(f"invalid JSON from the peer ({exc})", excerpt=excerpt(line))
+                if tag == KIND_RETURN or tag == KIND_ERROR or not state_ready:
+                    raise err from exc
+                on_message(err)
+                if self.state is _CLOSED:
+                    return
+                continue
+            if type(msg) is not dict:
+                if not state_ready and self.state is State.GREETING:
+                    raise GreetingError("the peer did not start with a QMP greeting",
+                                        excerpt=excerpt(line))
+                on_message(DecodeError("a QMP message must be a JSON object",
                                        excerpt=excerpt(line)))
-                    continue
-                if not state_ready:
-                    self._handle_setup(msg, line, out)
-                    state_ready = self.state is State.READY
-                    continue
-                if kind == KIND_EVENT and "return" not in msg and "error" not in msg:
-                    # The usual event line (its "event" member is certain): build the
-                    # Event here, as Event.from_message would, without its call.
-                    name = msg["event"]
-                    data = msg.get("data")
-                    ts = msg.get("timestamp")
-                    if type(name) is str and name and type(data) is dict and type(ts) is dict:
-                        seconds = ts.get("seconds", 0)
-                        micro = ts.get("microseconds", 0)
-                        if type(seconds) is int and type(micro) is int:
-                            event = _new_object(Event)
-                            _set_name(event, name)
-                            _set_data(event, data)
-                            _set_timestamp(event, seconds + micro / 1e6)
-                            append(event)
-                            continue
-                if "return" in msg:
-                    ok = True
-                    value = msg["return"]
-                elif "error" in msg:
-                    ok = False
-                    value = msg["error"]
-                elif "event" in msg:
-                    try:
-                        event = from_message(msg)
-                    except ValueError:
-                        append(ProtocolError("event without a name", excerpt=excerpt(line)))
-                        continue
-                    if wants is not None and kind != KIND_EVENT:
-                        # Not classified by the splitter (unusual key order): filter here.
-                        if not wants(event.name.encode("ascii", "replace")):
-                            self.dropped_events += 1
-                            continue
-                    append(event)
-                    continue
-                elif "QMP" in msg:
-                    append(ProtocolError("a second greeting from the peer",
-                                         excerpt=excerpt(line)))
-                    continue
+                if self.state is _CLOSED:
+                    return
+                continue
+            if tag >= ROUTE_BASE:
+                # An event line of a wanted name (the splitter matched the name, so
+                # its "event" member is that name): build the Event straight away.
+                data = msg.get("data")
+                event = new_event(event_t, (names[tag - ROUTE_BASE],
+                                            data if type(data) is dict else {},
+                                            msg.get("timestamp")))
+                if handlers is None:
+                    on_message(event)
                 else:
-                    append(ProtocolError("a QMP message of unknown kind",
-                                         excerpt=excerpt(line)))
-                    continue
-                cid = msg.get("id", _NO_ID)
-                if cid is _NO_ID:
-                    if not in_flight:
-                        append(UnexpectedReply(
-                            "a reply without id while no command is in flight",
-                            excerpt=excerpt(line)))
-                        continue
-                    cid = next(iter(in_flight))
+                    handler = handlers[tag - ROUTE_BASE]
+                    try:
+                        handler(event)
+                    except Exception:
+                        callback_failed(handler)
+                    if router.version != version:  # type: ignore[union-attr]
+                        # A callback (un)subscribed: the rest of the batch goes through
+                        # the table's general dispatch, which sees every change.
+                        version = router.version  # type: ignore[union-attr]
+                        handlers = (router.dispatch,) * len(names)  # type: ignore[union-attr]
+                if self.state is _CLOSED:
+                    return  # a callback ended the connection
+                continue
+            if not state_ready:
+                self._handle_setup(msg, line, on_message)
+                state_ready = self.state is _READY
+                if self.state is _CLOSED:
+                    return
+                continue
+            if "return" in msg:
+                ok = True
+                value = msg["return"]
+            elif "error" in msg:
+                ok = False
+                value = msg["error"]
+            elif "event" in msg:
                 try:
-                    token = in_flight.pop(cid)
-                except (KeyError, TypeError):
-                    append(UnexpectedReply("a reply whose id matches no command in flight",
-                                           excerpt=excerpt(line)))
+                    event = Event.from_message(msg)
+                except ValueError:
+                    on_message(ProtocolError("event without a name", excerpt=excerpt(line)))
+                    if self.state is _CLOSED:
+                        return
                     continue
-                append(Reply(token, ok, value))
-        finally:
-            self.dropped_events += dropped
+                if router is not None and not router.wants(
+                        event.name.encode("ascii", "replace")):
+                    self.dropped_events += 1
+                    continue
+                on_message(event)
+                if self.state is _CLOSED:
+                    return
+                continue
+            else:
+                what = "a second greeting from the peer" if "QMP" in msg else \
+                    "a QMP message of unknown kind"
+                on_message(ProtocolError(what, excerpt=excerpt(line)))
+                if self.state is _CLOSED:
+                    return
+                continue
+            cid = msg.get("id", _NO_ID)
+            if cid is _NO_ID:
+                if not in_flight:
+                    on_message(UnexpectedReply(
+                        "a reply without id while no command is in flight",
+                        excerpt=excerpt(line)))
+                    if self.state is _CLOSED:
+                        return
+                    continue
+                cid = next(iter(in_flight))
+            try:
+                token = in_flight.pop(cid)
+            except (KeyError, TypeError):
+                on_message(UnexpectedReply("a reply whose id matches no command in flight",
+                                           excerpt=excerpt(line)))
+                if self.state is _CLOSED:
+                    return
+                continue
+            on_reply(token, ok, value)
 
-    def _handle_setup(self, msg: dict[str, Any], line: bytes | bytearray, out: list[Any]) -> None:
+    def _handle_setup(self, msg: dict[str, Any], line: bytes | bytearray,
+                      emit: Callable[[Any], object]) -> None:
         if self.state is State.GREETING:
             if "QMP" not in msg:
                 raise GreetingError("the peer did not start with a QMP greeting",
                                     excerpt=excerpt(line))
             self.version = parse_greeting(msg)
             self.state = State.NEGOTIATING
-            out.append(Greeting(self.version))
+            emit(Greeting(self.version))
             return
         # NEGOTIATING
         if "event" in msg:
             try:
-                out.append(Event.from_message(msg))
+                emit(Event.from_message(msg))
             except ValueError:
-                out.append(ProtocolError("event without a name", excerpt=excerpt(line)))
+                emit(ProtocolError("event without a name", excerpt=excerpt(line)))
             return
         if "return" not in msg and "error" not in msg:
-            out.append(ProtocolError("unexpected message during negotiation",
+            emit(ProtocolError("unexpected message during negotiation",
                                      excerpt=excerpt(line)))
             return
         cid = msg.get("id", _NO_ID)
@@ -509,7 +572,7 @@ class Protocol:
             cid = next(iter(in_flight), None)
         token = in_flight.get(cid) if isinstance(cid, int) else None
         if token is not _NEGOTIATE:
-            out.append(UnexpectedReply("a reply during negotiation that is not ours",
+            emit(UnexpectedReply("a reply during negotiation that is not ours",
                                        excerpt=excerpt(line)))
             return
         del in_flight[cid]
@@ -521,5 +584,7 @@ class Protocol:
 
 
 _NO_ID: Any = object()
+# Before READY, and without a router: every event line reported, none routed.
+_EVERY_EVENT = RouteTable((), catch_all=True)
 _READY = State.READY  # enum member lookups cost ~65 ns each on 3.11: bind once
 _CLOSED = State.CLOSED
