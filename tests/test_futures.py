@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -173,3 +174,94 @@ def test_recover_replaces_a_failure_but_not_a_result_or_cancellation() -> None:
         with pytest.raises(Cancelled):
             c.result(timeout=5)
         assert [type(e) for e in calls] == [KeyError]
+
+
+def test_result_returns_after_the_pass_that_completes_it() -> None:
+    with Reactor() as r:
+        f: Future[int] = Future(r)
+        seen: list[str] = []
+
+        def first() -> None:
+            seen.append("first")
+            r.call_soon(seen.append, "next pass")
+            f.set_result(1)
+
+        r.call_soon(first)
+        r.call_soon(seen.append, "same pass")  # ready callbacks still run in order
+        assert f.result() == 1
+        assert seen == ["first", "same pass"]  # no extra pass after the one that did it
+        r.run_once(0)
+        assert seen == ["first", "same pass", "next pass"]
+
+
+def test_result_keeps_a_stop_requested_while_it_drives() -> None:
+    with Reactor() as r:
+        f: Future[int] = Future(r)
+        r.call_soon(r.stop)
+        r.call_later(0.02, f.set_result, 1)
+        assert f.result(timeout=5) == 1  # a stop does not end the wait...
+        seen: list[int] = []
+        r.call_soon(seen.append, 1)
+        r.run()  # ...and is kept: this run makes one pass and returns
+        assert seen == [1]
+
+
+def test_result_timeout_on_an_idle_reactor_leaves_the_future_pending() -> None:
+    with Reactor() as r:
+        f: Future[int] = Future(r)
+        with pytest.raises(Timeout):
+            f.result(timeout=0)
+        t0 = time.monotonic()
+        with pytest.raises(Timeout):
+            f.result(timeout=0.05)
+        with pytest.raises(Timeout):
+            f.exception(timeout=0.01)
+        assert time.monotonic() - t0 >= 0.05
+        assert not f.done()
+        f.set_result(2)
+        assert f.result(timeout=0) == 2
+        assert f.exception(timeout=0) is None
+
+
+def test_result_on_a_closed_reactor_raises() -> None:
+    r = Reactor()
+    f: Future[int] = Future(r)
+    r.close()
+    with pytest.raises(StateError, match="closed"):
+        f.result()
+    with pytest.raises(StateError, match="closed"):
+        f.result(timeout=1)
+
+
+def test_driving_for_a_future_done_meanwhile_runs_no_pass() -> None:
+    """Another driver may complete the future between the caller's check and its
+    entering the reactor: a pass then (with no timeout) could sleep forever."""
+    with Reactor() as r:
+        f: Future[int] = Future(r)
+        f.set_result(1)
+        seen: list[int] = []
+        r.call_soon(seen.append, 1)
+        assert r._drive_until(f, None)
+        assert seen == []
+        assert not r.is_running()
+
+
+def test_waiting_thread_takes_over_when_the_driver_is_done() -> None:
+    with Reactor() as r:
+        fa: Future[int] = Future(r)
+        fb: Future[int] = Future(r)
+        drivers: dict[str, int] = {}
+        got: list[int] = []
+
+        def complete(f: Future[int], name: str, value: int) -> None:
+            drivers[name] = threading.get_ident()
+            f.set_result(value)
+
+        t = threading.Thread(target=lambda: got.append(fb.result(timeout=10)))
+        r.call_soon(t.start)  # blocks in result() while this thread drives
+        r.call_later(0.05, complete, fa, "a", 1)
+        r.call_later(0.3, complete, fb, "b", 2)
+        assert fa.result(timeout=10) == 1
+        t.join(10)
+        assert got == [2]
+        assert drivers == {"a": threading.get_ident(), "b": t.ident}

@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
+import selectors
 import socket
 import threading
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from qmplex import Reactor, StateError
+
+# The I/O tests run on every backend: epoll polled directly (the default where the OS has
+# it), and the selectors fallback (the default elsewhere, e.g. macOS), either with the
+# platform's default selector or with poll(2).
+BACKENDS: dict[str, Callable[[], Reactor]] = {
+    "default": Reactor,
+    "selectors": lambda: Reactor(selector=selectors.DefaultSelector()),
+}
+if hasattr(selectors, "PollSelector"):
+    BACKENDS["poll"] = lambda: Reactor(selector=selectors.PollSelector())
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Iterator[Reactor]:
+    with BACKENDS[request.param]() as r:
+        yield r
 
 
 class FakeClock:
@@ -77,9 +98,18 @@ def test_mass_timer_cancellation_compacts_heap() -> None:
         assert len(r._timers) < 1000  # compacted, not kept forever
 
 
-def test_reader_and_writer_dispatch() -> None:
+def test_default_backend_polls_epoll_directly_where_available() -> None:
+    with Reactor() as r:
+        assert (r._epoll is not None) == hasattr(select, "epoll")
+        assert (r._selector is None) == hasattr(select, "epoll")
+    with Reactor(selector=selectors.DefaultSelector()) as r:
+        assert r._epoll is None and r._selector is not None
+
+
+def test_reader_and_writer_dispatch(backend: Reactor) -> None:
     a, b = socket.socketpair()
-    with Reactor() as r, a, b:
+    r = backend
+    with a, b:
         got: list[bytes] = []
         r.add_reader(a.fileno(), lambda: got.append(a.recv(100)))
         b.send(b"hello")
@@ -192,3 +222,226 @@ def test_stop_requested_outside_run_is_kept_for_run() -> None:
         assert seen == [1]
         r.call_soon(r.stop)
         r.run()  # the stop was consumed: this run needs its own
+
+
+def test_reader_and_writer_on_one_fd(backend: Reactor) -> None:
+    r = backend
+    a, b = socket.socketpair()
+    with a, b:
+        seen: list[str] = []
+        fd = a.fileno()
+        r.add_reader(fd, lambda: seen.append("r1"))
+        r.add_writer(fd, lambda: seen.append("w"))  # modifies the registration
+        assert r.watched_fds() == 1
+        b.send(b"x")
+        r.run_once(1.0)
+        assert seen == ["r1", "w"]  # reader first
+        r.add_reader(fd, lambda: seen.append("r2"))  # replaces the reader
+        r.remove_writer(fd)
+        seen.clear()
+        r.run_once(1.0)
+        assert seen == ["r2"]
+        r.remove_reader(fd)
+        r.remove_reader(fd)  # not watched any more: no error
+        r.remove_writer(fd)
+        assert r.watched_fds() == 0
+        seen.clear()
+        r.run_once(0)
+        assert seen == []
+        r.add_writer(fd, lambda: seen.append("w2"))  # a fresh registration, writer only
+        r.run_once(1.0)
+        assert seen == ["w2"]
+        r.remove_writer(fd)
+        assert r.watched_fds() == 0
+
+
+def test_bad_descriptors_are_refused(backend: Reactor) -> None:
+    r = backend
+    with pytest.raises(ValueError):
+        r.add_reader(-1, lambda: None)
+    with pytest.raises(ValueError):
+        r.add_writer("nope", lambda: None)  # type: ignore[arg-type]
+    assert r.watched_fds() == 0
+    r.remove_reader(12345)  # never watched: no error
+    r.remove_writer(12345)
+    with pytest.raises(ValueError):
+        r.remove_reader(-1)  # not a descriptor at all
+
+
+def test_unopened_descriptor_is_refused(backend: Reactor) -> None:
+    r = backend
+    if isinstance(r._selector, (selectors.SelectSelector, getattr(selectors, "PollSelector", ()))):
+        pytest.skip("select() and poll() only report a bad descriptor when polled")
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)  # a number nothing is open under
+    with pytest.raises(OSError):
+        r.add_reader(fd, lambda: None)
+    assert r.watched_fds() == 0
+
+
+def test_hang_up_wakes_the_reader(backend: Reactor) -> None:
+    r = backend
+    a, b = socket.socketpair()
+    with a:
+        got: list[bytes] = []
+        r.add_reader(a.fileno(), lambda: got.append(a.recv(100)))
+        b.close()
+        r.run_once(1.0)
+        assert got == [b""]
+        r.remove_reader(a.fileno())
+
+
+def test_callback_removing_another_descriptor_stops_its_event(backend: Reactor) -> None:
+    r = backend
+    (a1, b1), (a2, b2) = socket.socketpair(), socket.socketpair()
+    with a1, b1, a2, b2:
+        seen: list[int] = []
+
+        def reader(mine: socket.socket, other: socket.socket) -> None:
+            seen.append(mine.fileno())
+            mine.recv(10)
+            r.remove_reader(other.fileno())  # whichever runs first silences the other
+
+        r.add_reader(a1.fileno(), lambda: reader(a1, a2))
+        r.add_reader(a2.fileno(), lambda: reader(a2, a1))
+        b1.send(b"x")
+        b2.send(b"x")
+        time.sleep(0.01)
+        r.run_once(1.0)
+        assert len(seen) == 1
+        r.remove_reader(seen[0])
+        assert r.watched_fds() == 0
+
+
+def test_descriptor_reused_in_one_pass_gets_no_stale_event(backend: Reactor) -> None:
+    """A callback closes a descriptor whose event the same pass polled, and registers a
+    new socket under the same number: the new reader must not get the old event."""
+    r = backend
+    (a1, b1), (a2, b2), (c, d) = socket.socketpair(), socket.socketpair(), socket.socketpair()
+    with a1, b1, a2, b2, c, d:
+        seen: list[str] = []
+        socks = {a1.fileno(): a1, a2.fileno(): a2}
+
+        def reader(mine: int, other: int) -> None:
+            seen.append(f"old {mine}")
+            socks[mine].recv(10)
+            if len(seen) > 1:
+                return
+            r.remove_reader(other)
+            os.dup2(c.fileno(), other)  # ``other`` is now a socket with nothing to read
+            r.add_reader(other, lambda: seen.append(f"new {other}"))
+
+        f1, f2 = a1.fileno(), a2.fileno()
+        r.add_reader(f1, lambda: reader(f1, f2))
+        r.add_reader(f2, lambda: reader(f2, f1))
+        b1.send(b"x")
+        b2.send(b"x")
+        time.sleep(0.01)
+        r.run_once(1.0)
+        assert len(seen) == 1 and seen[0].startswith("old")
+        reused = f2 if seen[0] == f"old {f1}" else f1
+        d.send(b"y")  # now the new socket is readable: its reader runs
+        r.run_once(1.0)
+        assert seen[1:] == [f"new {reused}"]
+        r.remove_reader(f1)
+        r.remove_reader(f2)
+        assert r.watched_fds() == 0
+
+
+def test_fileno_is_readable_when_a_watched_descriptor_is(backend: Reactor) -> None:
+    r = backend
+    try:
+        fd = r.fileno()
+    except StateError:  # a selector without a descriptor (select, poll)
+        assert r._selector is not None and not hasattr(r._selector, "fileno")
+        return
+    a, b = socket.socketpair()
+    with a, b:
+        r.add_reader(a.fileno(), lambda: a.recv(10))
+        assert select.select([fd], [], [], 0)[0] == []
+        b.send(b"x")
+        assert select.select([fd], [], [], 1.0)[0] == [fd]
+        r.run_once(0)
+        r.remove_reader(a.fileno())
+
+
+def test_closed_reactor_refuses_io_and_counts_nothing(backend: Reactor) -> None:
+    r = backend
+    r.close()
+    assert r.closed and r.watched_fds() == 0
+    with pytest.raises(StateError):
+        r.add_reader(0, lambda: None)
+    with pytest.raises(StateError):
+        r.run()
+
+
+def test_run_once_with_negative_timeout_polls(backend: Reactor) -> None:
+    r = backend
+    t0 = time.monotonic()
+    r.run_once(-1.0)  # epoll would read a negative timeout as "forever"
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_timer_wakes_the_poll(backend: Reactor) -> None:
+    r = backend
+    seen: list[int] = []
+    r.call_later(0.02, seen.append, 1)
+    t0 = time.monotonic()
+    while not seen:
+        r.run_once(5.0)
+    assert 0.015 <= time.monotonic() - t0 < 2.0
+
+
+def test_other_threads_are_refused_while_one_drives() -> None:
+    with Reactor() as r:
+        entered = threading.Event()
+        release = threading.Event()
+        errors: list[BaseException] = []
+
+        def hold() -> None:
+            entered.set()
+            release.wait(10)
+
+        r.call_soon(hold)
+        t = threading.Thread(target=r.run_once, args=(0,))
+        t.start()
+        assert entered.wait(10)
+        assert r.is_running() and not r.in_reactor_thread()
+        attempts: list[Callable[[], None]] = [lambda: r.run_once(0), r.run, r.close]
+        for attempt in attempts:
+            try:
+                attempt()
+            except StateError as exc:
+                errors.append(exc)
+        release.set()
+        t.join(10)
+        assert len(errors) == 3
+        assert all("another thread" in str(e) for e in errors[:2])
+        assert not r.is_running()
+        r.run_once(0)  # idle again: this thread may drive
+
+
+def test_idle_notification_is_registered_only_while_a_thread_drives() -> None:
+    with Reactor() as r:
+        calls: list[str] = []
+        assert not r._notify_when_idle(lambda: calls.append("idle"))
+        assert not r._idle_waiters  # nothing left behind
+        entered = threading.Event()
+        release = threading.Event()
+
+        def hold() -> None:
+            entered.set()
+            release.wait(10)
+
+        r.call_soon(hold)
+        t = threading.Thread(target=r.run_once, args=(0,))
+        t.start()
+        assert entered.wait(10)
+        assert r._notify_when_idle(lambda: calls.append("a"))
+        fn = lambda: calls.append("cancelled")  # noqa: E731
+        assert r._notify_when_idle(fn)
+        r._cancel_idle_notify(fn)
+        release.set()
+        t.join(10)
+        assert calls == ["a"]  # called once, by the leaving driver
+        assert not r._idle_waiters

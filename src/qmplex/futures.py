@@ -194,7 +194,10 @@ class Future(Generic[T]):
             Exception: whatever the operation failed with (e.g. ``CommandError``).
         """
         if self._state == _PENDING:
-            self._wait(timeout)
+            reactor = self._reactor
+            # The common case (no timeout, an idle reactor) drives it straight away.
+            if timeout is not None or reactor is None or not reactor._drive_until(self, None):
+                self._wait(timeout)
         if self._exception is not None:
             raise self._exception
         return self._result  # type: ignore[no-any-return]
@@ -224,17 +227,15 @@ class Future(Generic[T]):
         # so any number of threads may block here on the same idle reactor.
         deadline = None if timeout is None else reactor.time() + timeout
         while self._state == _PENDING:
+            if reactor._drive_until(self, deadline):
+                if self._state == _PENDING:  # only when the deadline passed
+                    raise Timeout(f"future not done after {timeout} s")
+                return
             remaining = None
             if deadline is not None:
                 remaining = deadline - reactor.time()
                 if remaining <= 0:
                     raise Timeout(f"future not done after {timeout} s")
-            try:
-                reactor.run_once(remaining)
-                continue
-            except StateError:
-                if reactor.closed:
-                    raise
             if not self._wait_driven(reactor, remaining):
                 raise Timeout(f"future not done after {timeout} s")
 
@@ -262,8 +263,8 @@ class Future(Generic[T]):
         end = None if timeout is None else time.monotonic() + timeout
         with cond:
             while self._state == _PENDING:
-                # Registered under the reactor's lock, anew after each wake-up (a leave
-                # consumes the registration): no driver can leave unnoticed.
+                # Registered anew after each wake-up (a leave consumes the registration),
+                # under this condition: no driver can leave unnoticed.
                 if not reactor._notify_when_idle(self._wake):
                     return True  # nobody drives: drive it ourselves
                 try:

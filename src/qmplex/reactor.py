@@ -2,8 +2,9 @@
 
 This layer knows nothing of QMP. It owns:
 
-- the ``selectors`` selector, whose ``SelectorKey.data`` holds the ``[reader, writer]``
-  callbacks of a file descriptor, so one lookup dispatches an I/O event;
+- the selector: an ``epoll`` object polled directly where the OS has one (no key
+  objects built per event), else a ``selectors`` selector; a map from each file
+  descriptor to its ``[reader, writer]`` callbacks dispatches an I/O event in one lookup;
 - a deque of ready callbacks; each pass runs only the callbacks that were ready when it
   began, so a callback that schedules another cannot starve I/O;
 - a heap of timers with lazy cancellation (a cancelled timer stays in the heap until it
@@ -12,10 +13,12 @@ This layer knows nothing of QMP. It owns:
   socket pair.
 
 Theory of operation: a thread "drives" the reactor while it is inside :meth:`Reactor.run`
-or :meth:`Reactor.run_once`. Only one thread drives a reactor at a time; any thread may
-drive an idle reactor (``Future.result()`` does so). Callbacks run on the driving
-thread, one at a time; an exception escaping a callback is logged through the
-``qmplex.reactor`` logger and never stops the reactor.
+or :meth:`Reactor.run_once`. Only one thread drives a reactor at a time (taking the drive
+is an atomic test-and-set, never a wait: a thread that finds it taken is refused); any
+thread may drive an idle reactor (``Future.result()`` does so, entering once for all the
+passes it needs). Callbacks run on the driving thread, one at a time; an exception
+escaping a callback is logged through the ``qmplex.reactor`` logger and never stops the
+reactor.
 """
 
 from __future__ import annotations
@@ -23,14 +26,19 @@ from __future__ import annotations
 import collections
 import heapq
 import logging
+import select
 import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StateError
+from .futures import _PENDING
+
+if TYPE_CHECKING:
+    from .futures import Future
 
 __all__ = ["Reactor", "Handle", "TimerHandle"]
 
@@ -38,6 +46,35 @@ logger = logging.getLogger(__name__)
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
+# I/O events as the dispatch sees them, whatever the backend: epoll's own bits (the
+# same on every Linux architecture); the selectors fallback translates to them. An
+# error or hang-up (any other bit) wakes the reader and the writer, as selectors does.
+_IN = 0x001
+_OUT = 0x004
+_NOT_IN = ~_IN
+_NOT_OUT = ~_OUT
+_HAS_EPOLL = hasattr(select, "epoll")
+_get_ident = threading.get_ident
+if _HAS_EPOLL:
+    assert select.EPOLLIN == _IN and select.EPOLLOUT == _OUT
+
+
+def _selector_events(events: int) -> int:
+    return (_READ if events & _IN else 0) | (_WRITE if events & _OUT else 0)
+
+
+def _fd_of(fileobj: Any) -> int:
+    """The descriptor number of ``fileobj`` (an int, or an object with ``fileno()``)."""
+    if isinstance(fileobj, int):
+        fd = int(fileobj)
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
 
 
 class Handle:
@@ -95,11 +132,13 @@ class TimerHandle(Handle):
 
 
 class Reactor:
-    """A single-threaded event loop over ``selectors`` for any number of QMP clients.
+    """A single-threaded event loop for any number of QMP clients.
 
     Args:
         clock: a monotonic clock returning seconds; tests inject a fake one.
-        selector: the selector to use (default: ``selectors.DefaultSelector()``).
+        selector: a ``selectors`` selector to use. By default the reactor polls an
+            ``epoll`` object directly where the OS has one (Linux), else it uses
+            ``selectors.DefaultSelector()``.
     """
 
     def __init__(
@@ -109,7 +148,19 @@ class Reactor:
         selector: selectors.BaseSelector | None = None,
     ) -> None:
         self._clock = clock
-        self._selector = selector if selector is not None else selectors.DefaultSelector()
+        # fd -> [reader, writer, registration number], whatever the backend.
+        self._fds: dict[int, list[Any]] = {}
+        self._registrations = 0
+        self._maxevents = 1  # len(self._fds), at least 1: what one poll may return
+        self._epoll: select.epoll | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._poll: Callable[[float | None, int], list[tuple[int, int]]]
+        if selector is None and _HAS_EPOLL:
+            self._epoll = select.epoll()
+            self._poll = self._epoll.poll
+        else:
+            self._selector = selector if selector is not None else selectors.DefaultSelector()
+            self._poll = self._select
         self._ready: collections.deque[Handle] = collections.deque()
         # call_before_wait callbacks: run at the end of the pass that scheduled them,
         # or at the start of the next one when scheduled between passes.
@@ -120,15 +171,18 @@ class Reactor:
         self._stopping = False
         self._closed = False
         self._driver: int | None = None  # thread id driving the reactor now
-        self._drive_lock = threading.Lock()
-        # Called (outside the lock) when the driving thread leaves: threads blocked in
-        # Future.result() while another thread drove, so one of them can drive next.
-        self._idle_waiters: list[Callable[[], object]] = []
+        # {0: the driver's thread id} while a thread drives. Taken with setdefault, an
+        # atomic test-and-set (no lock: nobody ever waits to drive, a refusal raises).
+        self._drive_slot: dict[int, int] = {}
+        # Called when the driving thread leaves: threads blocked in Future.result()
+        # while another thread drove, so one of them can drive next. A deque that is
+        # never replaced, so an append racing with a leave is never lost.
+        self._idle_waiters: collections.deque[Callable[[], object]] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._wake_pending = False
-        self._selector.register(self._wake_r.fileno(), _READ, [self._on_wakeup, None])
+        self._set(self._wake_r.fileno(), 0, self._on_wakeup)
 
     # ------------------------------------------------------------------ time
     def time(self) -> float:
@@ -255,23 +309,73 @@ class Reactor:
     def _set(self, fd: int, slot: int, callback: Callable[[], object] | None) -> None:
         if self._closed:
             raise StateError("reactor is closed")
-        selector = self._selector
-        try:
-            key = selector.get_key(fd)
-        except KeyError:
+        fd = _fd_of(fd)
+        fds = self._fds
+        entry = fds.get(fd)
+        if entry is None:
             if callback is None:
                 return
-            data: list[Callable[[], object] | None] = [None, None]
-            data[slot] = callback
-            selector.register(fd, _READ if slot == 0 else _WRITE, data)
+            # Numbered: a pass does not dispatch the events it polled to an entry made
+            # after the poll (a callback closed a descriptor and registered a new one
+            # that got the same number).
+            self._registrations += 1
+            entry = [None, None, self._registrations]
+            entry[slot] = callback
+            self._os_register(fd, _IN if slot == 0 else _OUT)
+            fds[fd] = entry
+            self._maxevents = len(fds)
             return
-        data = key.data
-        data[slot] = callback
-        mask = (_READ if data[0] is not None else 0) | (_WRITE if data[1] is not None else 0)
-        if mask == 0:
-            selector.unregister(fd)
-        elif mask != key.events:
-            selector.modify(fd, mask, data)
+        before = (_IN if entry[0] is not None else 0) | (_OUT if entry[1] is not None else 0)
+        # Changed in place: an event already polled for this descriptor in the current
+        # pass sees the change (a removed callback is not called).
+        entry[slot] = callback
+        events = (_IN if entry[0] is not None else 0) | (_OUT if entry[1] is not None else 0)
+        if events == 0:
+            self._forget(fd)
+        elif events != before:
+            try:
+                self._os_modify(fd, events)
+            except BaseException:
+                self._forget(fd)  # the OS no longer watches it (as selectors does)
+                raise
+
+    def _forget(self, fd: int) -> None:
+        fds = self._fds
+        del fds[fd]
+        self._maxevents = len(fds) or 1
+        self._os_unregister(fd)
+
+    def _os_register(self, fd: int, events: int) -> None:
+        if self._epoll is not None:
+            self._epoll.register(fd, events)
+        else:
+            assert self._selector is not None
+            self._selector.register(fd, _selector_events(events))
+
+    def _os_modify(self, fd: int, events: int) -> None:
+        if self._epoll is not None:
+            self._epoll.modify(fd, events)
+        else:
+            assert self._selector is not None
+            self._selector.modify(fd, _selector_events(events))
+
+    def _os_unregister(self, fd: int) -> None:
+        try:
+            if self._epoll is not None:
+                self._epoll.unregister(fd)
+            else:
+                assert self._selector is not None
+                self._selector.unregister(fd)
+        except (OSError, KeyError):
+            pass  # closed already (the OS dropped it) or dropped by a failed modify
+
+    def _select(self, timeout: float | None, maxevents: int = -1) -> list[tuple[int, int]]:
+        """The ``selectors`` backend's poll, in the epoll backend's terms."""
+        assert self._selector is not None
+        return [
+            (key.fd, (_IN if mask & _READ else 0) | (_OUT if mask & _WRITE else 0))
+            for key, mask in self._selector.select(timeout)
+        ]
 
     def fileno(self) -> int:
         """The selector's own descriptor (epoll/kqueue), readable when any watched
@@ -280,6 +384,8 @@ class Reactor:
         Raises:
             StateError: the selector has no descriptor (e.g. ``select``-based).
         """
+        if self._epoll is not None:
+            return self._epoll.fileno()
         fileno = getattr(self._selector, "fileno", None)
         if fileno is None:
             raise StateError("this reactor's selector has no file descriptor")
@@ -298,7 +404,7 @@ class Reactor:
 
     def watched_fds(self) -> int:
         """Return how many file descriptors are registered (the wake-up pipe excluded)."""
-        return len(self._selector.get_map()) - 1
+        return max(len(self._fds) - 1, 0)  # 0 once closed
 
     def pending_timers(self) -> int:
         """Return how many timers are scheduled and not cancelled."""
@@ -307,11 +413,11 @@ class Reactor:
     # ---------------------------------------------------------------- running
     def is_running(self) -> bool:
         """Return True while some thread is driving the reactor."""
-        return self._driver is not None
+        return bool(self._drive_slot)
 
     def in_reactor_thread(self) -> bool:
         """Return True if the calling thread is driving the reactor (inside a callback)."""
-        return self._driver == threading.get_ident()
+        return self._driver == _get_ident()
 
     def run(self) -> None:
         """Run until :meth:`stop` is called.
@@ -342,15 +448,55 @@ class Reactor:
         """
         self._enter()
         try:
-            if self._stopping:
+            if self._stopping or (timeout is not None and timeout < 0):
                 timeout = 0
             self._run_once(timeout)
         finally:
             self._leave()
 
+    def _drive_until(self, future: Future[Any], deadline: float | None) -> bool:
+        """Run passes until ``future`` is done, or ``deadline`` (``reactor.time()``) is
+        reached: ``Future.result()`` on an idle reactor, entering it only once.
+
+        Each pass is one ``run_once``, so a pending :meth:`stop` makes the passes poll
+        without sleeping, and stays pending. Returns False, running nothing, if a
+        thread drives the reactor already (another one, or this one: a callback).
+
+        Raises:
+            StateError: the reactor is closed.
+        """
+        if self._closed:
+            raise StateError("reactor is closed")
+        me = _get_ident()
+        if self._drive_slot.setdefault(0, me) is not me or self._driver is not None:
+            return False  # see _enter
+        try:
+            self._driver = me
+            run_once = self._run_once
+            # future.done(), inlined (a call per check would cost more than a pass's
+            # bookkeeping). Checked first once we drive: a thread that drove before may
+            # have completed it.
+            if deadline is None:
+                while future._state == _PENDING:
+                    run_once(0 if self._stopping else None)
+            else:
+                clock = self._clock
+                while future._state == _PENDING:
+                    timeout = deadline - clock()
+                    if timeout <= 0:
+                        break
+                    run_once(0 if self._stopping else timeout)
+        finally:
+            # _leave(), inlined.
+            self._driver = None
+            del self._drive_slot[0]
+            if self._idle_waiters:
+                self._wake_idle_waiters()
+        return True
+
     def stop(self) -> None:
         """Make :meth:`run` return after the current pass. Safe from any thread."""
-        if threading.get_ident() == self._driver:
+        if _get_ident() == self._driver:
             self._stopping = True
         else:
             try:
@@ -364,44 +510,58 @@ class Reactor:
     def _enter(self) -> None:
         if self._closed:
             raise StateError("reactor is closed")
-        me = threading.get_ident()
-        with self._drive_lock:
-            if self._driver is not None:
-                if self._driver == me:
-                    raise StateError(
-                        "the reactor is already running on this thread: a callback cannot "
-                        "run it again (it would re-enter the loop)"
-                    )
-                raise StateError("another thread is driving this reactor")
-            self._driver = me
+        me = _get_ident()
+        # setdefault gives back our own int object only if the slot was free: another
+        # thread's id is another object, and so is our own id stored by an earlier call
+        # (a callback re-entering), unless ids were small cached ints: _driver, set
+        # only while a thread drives, settles that case.
+        if self._drive_slot.setdefault(0, me) is not me or self._driver is not None:
+            if self._driver == me:
+                raise StateError(
+                    "the reactor is already running on this thread: a callback cannot "
+                    "run it again (it would re-enter the loop)"
+                )
+            raise StateError("another thread is driving this reactor")
+        self._driver = me
 
     def _leave(self) -> None:
-        with self._drive_lock:
-            self._driver = None
-            waiters = self._idle_waiters
-            if not waiters:
-                return
-            self._idle_waiters = []
-        for fn in waiters:
+        self._driver = None
+        del self._drive_slot[0]
+        if self._idle_waiters:
+            self._wake_idle_waiters()
+
+    def _wake_idle_waiters(self) -> None:
+        # After the release: a thread that registers from now on sees the reactor idle
+        # (see _notify_when_idle), one that registered before is called here.
+        waiters = self._idle_waiters
+        while waiters:
+            try:
+                fn = waiters.popleft()
+            except IndexError:  # taken by a concurrent leave
+                break
             fn()
 
     def _notify_when_idle(self, fn: Callable[[], object]) -> bool:
         """Call ``fn()`` (from the driving thread) once it stops driving.
 
-        Returns False, registering nothing, if no thread drives the reactor now.
+        Returns False, registering nothing, if no thread drives the reactor now. ``fn``
+        may also be called spuriously (by a leave that raced with the registration).
         """
-        with self._drive_lock:
-            if self._driver is None:
-                return False
-            self._idle_waiters.append(fn)
+        waiters = self._idle_waiters
+        waiters.append(fn)
+        # Registered first, checked second, and a leave releases first, takes the
+        # waiters second: whatever the interleaving, a leave after this check calls
+        # ``fn``, or this check sees the reactor idle.
+        if self._drive_slot:
             return True
+        self._cancel_idle_notify(fn)
+        return False
 
     def _cancel_idle_notify(self, fn: Callable[[], object]) -> None:
-        with self._drive_lock:
-            try:
-                self._idle_waiters.remove(fn)
-            except ValueError:
-                pass
+        try:
+            self._idle_waiters.remove(fn)
+        except ValueError:
+            pass
 
     def _run_once(self, timeout: float | None) -> None:
         # Scheduled between passes (e.g. a command submitted). One that reports it may
@@ -409,32 +569,50 @@ class Reactor:
         # fails every future at once) makes this pass poll, not sleep, or
         # Future.result() would sleep its whole timeout (forever without one). A plain
         # flush does not: a serial round trip then costs one poll, not two.
-        if self._before_wait and self._run_before_wait():
-            timeout = 0
+        before_wait = self._before_wait
+        if before_wait:  # _run_before_wait(), inlined: a serial round trip's flush
+            self._before_wait = []
+            for callback in before_wait:
+                try:
+                    if callback():
+                        timeout = 0
+                except Exception:
+                    logger.exception("callback %r raised", callback)
+                    timeout = 0
         ready = self._ready
         timers = self._timers
-        # Drop cancelled timers at the head.
-        while timers and timers[0]._cancelled:
-            heapq.heappop(timers)
-            self._cancelled_timers -= 1
         if ready or self._stopping:
             timeout = 0
         elif timers:
-            delay = max(0.0, timers[0].when - self._clock())
-            if timeout is None or delay < timeout:
-                timeout = delay
-        for key, mask in self._selector.select(timeout):
-            data = key.data
-            if mask & _READ and data[0] is not None:
-                try:
-                    data[0]()
-                except Exception:
-                    logger.exception("reader callback for fd %d raised", key.fd)
-            if mask & _WRITE and data[1] is not None:
-                try:
-                    data[1]()
-                except Exception:
-                    logger.exception("writer callback for fd %d raised", key.fd)
+            # Drop cancelled timers at the head.
+            while timers and timers[0]._cancelled:
+                heapq.heappop(timers)
+                self._cancelled_timers -= 1
+            if timers:
+                delay = timers[0].when - self._clock()
+                if delay < 0:
+                    delay = 0
+                if timeout is None or delay < timeout:
+                    timeout = delay
+        events = self._poll(timeout, self._maxevents)
+        if events:
+            fds = self._fds
+            registrations = self._registrations
+            for fd, mask in events:
+                entry = fds.get(fd)
+                # Gone, or registered after the poll (by a callback of this batch).
+                if entry is None or entry[2] > registrations:
+                    continue
+                if mask & _NOT_OUT and entry[0] is not None:
+                    try:
+                        entry[0]()
+                    except Exception:
+                        logger.exception("reader callback for fd %d raised", fd)
+                if mask & _NOT_IN and entry[1] is not None:
+                    try:
+                        entry[1]()
+                    except Exception:
+                        logger.exception("writer callback for fd %d raised", fd)
         # An I/O callback that cancels many timers may have compacted the heap into a
         # new list: pop due timers from the live one, or they would run twice.
         timers = self._timers
@@ -447,10 +625,11 @@ class Reactor:
                     continue
                 timer._reactor = None
                 ready.append(timer)
-        for _ in range(len(ready)):
-            handle = ready.popleft()
-            if not handle._cancelled:
-                handle._run()
+        if ready:
+            for _ in range(len(ready)):
+                handle = ready.popleft()
+                if not handle._cancelled:
+                    handle._run()
         if self._before_wait:
             self._run_before_wait()
 
@@ -459,13 +638,18 @@ class Reactor:
         """Release the selector and the wake-up pipe. The reactor must not be running."""
         if self._closed:
             return
-        if self._driver is not None:
+        if self._drive_slot:
             raise StateError("cannot close a running reactor")
         self._closed = True
         self._ready.clear()
         self._before_wait.clear()
         self._timers.clear()
-        self._selector.close()
+        self._fds.clear()
+        if self._epoll is not None:
+            self._epoll.close()
+        else:
+            assert self._selector is not None
+            self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
 
