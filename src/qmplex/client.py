@@ -61,6 +61,7 @@ from .errors import (
 )
 from .events import DispatchTable, Event, EventFilter, Subscription
 from .framing import DEFAULT_MAX_LINE_BYTES
+from .futures import _PENDING as _FUTURE_PENDING
 from .futures import Future
 from .operations import Operations
 from .protocol import Greeting, Protocol, QMPVersion, State
@@ -103,8 +104,9 @@ _ANSWERED = 2
 _DONE = 3
 
 
-class _Command:
-    """One submitted command and what it waits for."""
+class _Command(Future[Any]):
+    """One submitted command and what it waits for: it is also the future that
+    :meth:`Client.execute` returns (one object per command, not two)."""
 
     __slots__ = (
         "client",
@@ -112,7 +114,6 @@ class _Command:
         "args",
         "cid",
         "data",
-        "future",
         "until",
         "sub",
         "event",
@@ -123,13 +124,20 @@ class _Command:
     )
 
     def __init__(self, client: Client, name: str, args: dict[str, Any] | None,
-                 cid: int, data: bytes, future: Future[Any], oob: bool) -> None:
+                 cid: int, data: bytes, oob: bool) -> None:
+        # Future's own fields, set here: Future.__init__ would cost a call per command.
+        self._reactor = client._reactor
+        self._state = _FUTURE_PENDING
+        self._result = None
+        self._exception = None
+        self._callbacks = None
+        self._waiter = None
+        self._cancel_hook = None
         self.client = client
         self.name = name
         self.args = args
         self.cid = cid
         self.data = data
-        self.future = future
         self.until: EventFilter | None = None
         self.sub: Subscription | None = None
         self.event: Event | None = None
@@ -138,11 +146,13 @@ class _Command:
         self.fds: list[int] | None = None
         self.oob = oob
 
-    def on_cancel(self) -> None:
-        # Future.cancel() hook: the future is already marked cancelled.
+    def cancel(self) -> bool:
+        """Cancel the command: a queued one is never sent; a sent one has its reply
+        discarded (see :meth:`Future.cancel`)."""
+        if not Future.cancel(self):
+            return False
         self.client._abandon(self)
-
-    __call__ = on_cancel  # the command itself is its future's cancel hook
+        return True
 
     def on_event(self, event: Event) -> None:
         if self.stage == _DONE:
@@ -157,7 +167,7 @@ class _Command:
             sub.cancel()
         if self.stage == _ANSWERED:
             self.client._finish(self)
-            self.future.set_result(event)
+            self.set_result(event)
         else:
             self.event = event  # the event came before the return: keep it
 
@@ -168,7 +178,7 @@ class _Command:
         stage = {_QUEUED: "queued", _SENT: "sent, no reply", _ANSWERED: "waiting for event"}
         what = stage.get(self.stage, "")
         self.client._abandon(self)
-        self.future.set_exception(Timeout(f"{self.name}: timed out ({what})"))
+        self.set_exception(Timeout(f"{self.name}: timed out ({what})"))
 
 
 class Client(Operations):
@@ -493,9 +503,7 @@ class Client(Operations):
         if oob and not proto.oob_enabled and state is _READY:
             raise StateError(f"{name}: out-of-band execution was not negotiated")
         cid, data = proto.encode(name, arguments, oob=oob)
-        reactor = self._reactor
-        fut: Future[Any] = Future(reactor)
-        cmd = _Command(self, name, arguments, cid, data, fut, oob)
+        cmd = _Command(self, name, arguments, cid, data, oob)
         if fds:
             if self._sock is not None and self._sock.family != socket.AF_UNIX:
                 raise ValidationError(f"{name}: file descriptors can only be passed over a "
@@ -505,8 +513,7 @@ class Client(Operations):
             cmd.until = until
             cmd.sub = self._table.subscribe(until, cmd.on_event)
         if timeout is not None:
-            cmd.timer = reactor.call_later(timeout, cmd.on_timeout)
-        fut._cancel_hook = cmd  # calls cmd.on_cancel (no bound method per command)
+            cmd.timer = self._reactor.call_later(timeout, cmd.on_timeout)
         self.commands_sent += 1
         if self._debug:
             logger.debug("%s queue %s id=%d %s", self._label(), name, cid,
@@ -520,7 +527,7 @@ class Client(Operations):
             self._send(cmd)
         else:
             self._queue.append(cmd)
-        return fut
+        return cmd
 
     def _send(self, cmd: _Command) -> None:
         proto = self._proto
@@ -647,18 +654,18 @@ class Client(Operations):
                     cmd.stage = _DONE  # all that _finish() would do here
                 else:
                     self._finish(cmd)
-                cmd.future.set_result(value)
+                cmd.set_result(value)
             elif cmd.event is not None:
                 event = cmd.event
                 self._finish(cmd)
-                cmd.future.set_result(event)
+                cmd.set_result(event)
             else:
                 cmd.stage = _ANSWERED
                 self._answered[cmd.cid] = cmd
         else:
             self._finish(cmd)
             err = value if isinstance(value, dict) else {}
-            cmd.future.set_exception(CommandError(
+            cmd.set_exception(CommandError(
                 cmd.name, str(err.get("class", "GenericError")),
                 str(err.get("desc", value)), cmd.args))
 
@@ -899,7 +906,7 @@ class Client(Operations):
             self._finish(cmd)
             err = ConnectionLost(f"{cmd.name}: {message}")
             err.__cause__ = reason
-            cmd.future.set_exception(err)
+            cmd.set_exception(err)
         self._fail_waits(message, reason)
         sock = self._sock
         self._sock = None
