@@ -502,7 +502,7 @@ class Client(Operations):
         assert proto is not None
         if oob and not proto.oob_enabled and state is _READY:
             raise StateError(f"{name}: out-of-band execution was not negotiated")
-        cid, data = proto.encode(name, arguments, oob=oob)
+        cid, data = proto.encode(name, arguments, oob)
         cmd = _Command(self, name, arguments, cid, data, oob)
         if fds:
             if self._sock is not None and self._sock.family != socket.AF_UNIX:
@@ -541,9 +541,12 @@ class Client(Operations):
             segments.append([cmd.data, cmd.fds])
             cmd.fds = None
         elif segments and segments[-1][1] is None:
-            segments[-1][0] += cmd.data
+            last = segments[-1]
+            if type(last[0]) is bytes:  # a second command this pass: make it growable
+                last[0] = bytearray(last[0])
+            last[0] += cmd.data
         else:
-            segments.append([bytearray(cmd.data), None])
+            segments.append([cmd.data, None])  # bytes: a lone command is not copied
         cmd.data = b""
         if not self._flush_scheduled and not self._writing:
             self._flush_scheduled = True

@@ -272,7 +272,7 @@ class Protocol:
         return data
 
     def encode(
-        self, name: str, arguments: dict[str, Any] | None = None, *, oob: bool = False
+        self, name: str, arguments: dict[str, Any] | None = None, oob: bool = False
     ) -> tuple[int, bytes]:
         """Encode a command with a fresh id; return ``(id, bytes)``.
 
