@@ -444,10 +444,45 @@ class Protocol:
         short = MAX_JSON_DEPTH if loads is not raw_loads else -1
         event_t = Event
         new_event = _tuple_new
+        # Indexed by tag (ROUTE_BASE + i): no subtraction per line.
+        by_tag: tuple[Any, ...] = (None,) * ROUTE_BASE
+        names_at = by_tag + names
+        handlers_at = None if handlers is None else by_tag + tuple(handlers)
         fields = iter(spans)  # ROUTED_FIELDS ints per line, unpacked by zip
         # No strict= keyword: zip() then skips its keyword parsing (~1k instructions).
         for tag, start, end in zip(fields, fields, fields):  # noqa: B905
             line = buf[start:end]
+            if tag >= ROUTE_BASE:
+                # An event line of a wanted name (the splitter matched the name, so
+                # its "event" member is that name, and the line is a JSON object):
+                # decode it and build the Event straight away.
+                try:
+                    msg = loads(line)
+                except orjson.JSONDecodeError as exc:
+                    on_message(DecodeError(f"invalid JSON from the peer ({exc})",
+                                           excerpt=excerpt(line)))
+                    if self.state is _CLOSED:
+                        return
+                    continue
+                data = msg.get("data")
+                event = new_event(event_t, (names_at[tag], data if type(data) is dict else {},
+                                            msg.get("timestamp")))
+                if handlers_at is None:
+                    on_message(event)
+                else:
+                    handler = handlers_at[tag]
+                    try:
+                        handler(event)
+                    except Exception:
+                        callback_failed(handler)
+                    if router.version != version:  # type: ignore[union-attr]
+                        # A callback (un)subscribed: the rest of the batch goes through
+                        # the table's general dispatch, which sees every change.
+                        version = router.version  # type: ignore[union-attr]
+                        handlers_at = (router.dispatch,) * len(names_at)  # type: ignore[union-attr]
+                if self.state is _CLOSED:
+                    return  # a callback ended the connection
+                continue
             try:
                 msg = raw_loads(line) if end - start <= short else loads(line)
             except orjson.JSONDecodeError as exc:
@@ -466,29 +501,6 @@ class Protocol:
                                        excerpt=excerpt(line)))
                 if self.state is _CLOSED:
                     return
-                continue
-            if tag >= ROUTE_BASE:
-                # An event line of a wanted name (the splitter matched the name, so
-                # its "event" member is that name): build the Event straight away.
-                data = msg.get("data")
-                event = new_event(event_t, (names[tag - ROUTE_BASE],
-                                            data if type(data) is dict else {},
-                                            msg.get("timestamp")))
-                if handlers is None:
-                    on_message(event)
-                else:
-                    handler = handlers[tag - ROUTE_BASE]
-                    try:
-                        handler(event)
-                    except Exception:
-                        callback_failed(handler)
-                    if router.version != version:  # type: ignore[union-attr]
-                        # A callback (un)subscribed: the rest of the batch goes through
-                        # the table's general dispatch, which sees every change.
-                        version = router.version  # type: ignore[union-attr]
-                        handlers = (router.dispatch,) * len(names)  # type: ignore[union-attr]
-                if self.state is _CLOSED:
-                    return  # a callback ended the connection
                 continue
             if not state_ready:
                 self._handle_setup(msg, line, on_message)
