@@ -61,6 +61,7 @@ from .errors import (
 )
 from .events import DispatchTable, Event, EventFilter, Subscription
 from .framing import DEFAULT_MAX_LINE_BYTES
+from .futures import _DONE as _FUTURE_DONE
 from .futures import _PENDING as _FUTURE_PENDING
 from .futures import Future
 from .operations import Operations
@@ -536,18 +537,25 @@ class Client(Operations):
         proto.expect(cmd.cid, cmd)
         if not cmd.oob:
             self._outstanding += 1
-        segments = self._segments
-        if cmd.fds:
-            segments.append([cmd.data, cmd.fds])
+        fds = cmd.fds
+        if fds:
             cmd.fds = None
+        self._buffer(cmd.data, fds)
+        cmd.data = b""
+
+    def _buffer(self, data: bytes, fds: list[int] | None = None) -> None:
+        """Add ``data`` (with ``fds`` to pass on its first byte) to what the next flush
+        sends, and make sure a flush comes."""
+        segments = self._segments
+        if fds:
+            segments.append([data, fds])
         elif segments and segments[-1][1] is None:
             last = segments[-1]
-            if type(last[0]) is bytes:  # a second command this pass: make it growable
+            if type(last[0]) is bytes:  # more bytes this pass: make it growable
                 last[0] = bytearray(last[0])
-            last[0] += cmd.data
+            last[0] += data
         else:
-            segments.append([cmd.data, None])  # bytes: a lone command is not copied
-        cmd.data = b""
+            segments.append([data, None])  # bytes: a lone command is not copied
         if not self._flush_scheduled and not self._writing:
             self._flush_scheduled = True
             # One send for everything submitted this pass, just before the reactor
@@ -563,10 +571,35 @@ class Client(Operations):
             if cmd.stage != _QUEUED:
                 queue.popleft()  # cancelled or timed out while queued
                 continue
-            if not cmd.oob and self._outstanding >= window:
+            if cmd.oob or cmd.fds or cmd.until is not None:
+                if not cmd.oob and self._outstanding >= window:
+                    break
+                queue.popleft()
+                self._send(cmd)
+                continue
+            if self._outstanding >= window:
                 break
-            queue.popleft()
-            self._send(cmd)
+            # A run of plain commands (the usual refill of a window): what _send does,
+            # with one bytes join and one buffer append for the whole run.
+            proto = self._proto
+            assert proto is not None
+            expect = proto.expect
+            chunks = []
+            while queue and self._outstanding < window:
+                cmd = queue[0]
+                if cmd.stage != _QUEUED:
+                    queue.popleft()
+                    continue
+                if cmd.oob or cmd.fds or cmd.until is not None:
+                    break
+                queue.popleft()
+                cmd.stage = _SENT
+                expect(cmd.cid, cmd)
+                self._outstanding += 1
+                chunks.append(cmd.data)
+                cmd.data = b""
+            if chunks:
+                self._buffer(b"".join(chunks))
 
     def _flush(self) -> bool:
         """Send what the socket takes. True if the connection was lost meanwhile
@@ -657,7 +690,13 @@ class Client(Operations):
                     cmd.stage = _DONE  # all that _finish() would do here
                 else:
                     self._finish(cmd)
-                cmd.set_result(value)
+                if cmd._waiter is None and not cmd._callbacks:
+                    # Future.set_result, inlined for the usual reply nobody waits on
+                    # from another thread or listens to (it is pending: stage was SENT).
+                    cmd._result = value
+                    cmd._state = _FUTURE_DONE
+                else:
+                    cmd.set_result(value)
             elif cmd.event is not None:
                 event = cmd.event
                 self._finish(cmd)
