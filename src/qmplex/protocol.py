@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,6 +246,8 @@ class Protocol:
         self.pending_messages: list[Any] = []
         #: Event lines dropped undecoded because nobody wanted them.
         self.dropped_events = 0
+        # (the router's routing, its names by tag, its handlers by tag)
+        self._by_tag: tuple[Any, tuple[Any, ...], tuple[Any, ...]] = (None, (), ())
 
     # ------------------------------------------------------------- sending
     @property
@@ -392,16 +394,24 @@ class Protocol:
             return
         router = self.router
         if router is not None and self.state is _READY:
-            routes, handlers = router.routing()
+            routing = router.routing()
+            cached = self._by_tag
+            if cached[0] is not routing:
+                # Names and handlers indexed by tag (ROUTE_BASE + i), so the loop does
+                # no subtraction per line; worked out once per routing.
+                pad: tuple[Any, ...] = (None,) * ROUTE_BASE
+                cached = self._by_tag = (routing, pad + routing[0].names, pad + routing[1])
+            routes = routing[0]
+            names_at = cached[1]
+            handlers_at = cached[2] if route else None
         else:
-            routes, handlers = _EVERY_EVENT, ()
+            routes, names_at, handlers_at = _EVERY_EVENT, (), None
         buf, spans, error, dropped = self._splitter.feed_routed(data, routes)
         if dropped:
             self.dropped_events += dropped
         if spans:
             try:
-                self._handle_lines(buf, spans, routes.names, handlers if route else None,
-                                   on_reply, on_message)
+                self._handle_lines(buf, spans, names_at, handlers_at, on_reply, on_message)
             except ProtocolError:
                 self.state = _CLOSED
                 raise
@@ -427,27 +437,19 @@ class Protocol:
         self,
         buf: bytes | bytearray,
         spans: list[int],
-        names: tuple[str, ...],
-        handlers: Sequence[Callable[[Event], object]] | None,
+        names_at: tuple[Any, ...],
+        handlers_at: tuple[Any, ...] | None,
         on_reply: Callable[[Any, bool, Any], object],
         on_message: Callable[[Any], object],
     ) -> None:
+        # names_at[tag] / handlers_at[tag]: the name and handler of a routed line's tag.
         in_flight = self._in_flight
         router = self.router
         version = router.version if router is not None else 0
         state_ready = self.state is _READY
-        # orjson.loads straight away for a line too short to nest too deep: with an old
-        # orjson, _loads is the depth-checking wrapper, and its call would cost more
-        # than the decoding of a usual line.
-        loads = _loads
-        raw_loads = orjson.loads
-        short = MAX_JSON_DEPTH if loads is not raw_loads else -1
+        loads = _loads  # orjson.loads, or with an old orjson its depth-checking wrapper
         event_t = Event
         new_event = _tuple_new
-        # Indexed by tag (ROUTE_BASE + i): no subtraction per line.
-        by_tag: tuple[Any, ...] = (None,) * ROUTE_BASE
-        names_at = by_tag + names
-        handlers_at = None if handlers is None else by_tag + tuple(handlers)
         fields = iter(spans)  # ROUTED_FIELDS ints per line, unpacked by zip
         # No strict= keyword: zip() then skips its keyword parsing (~1k instructions).
         for tag, start, end in zip(fields, fields, fields):  # noqa: B905
@@ -484,7 +486,7 @@ class Protocol:
                     return  # a callback ended the connection
                 continue
             try:
-                msg = raw_loads(line) if end - start <= short else loads(line)
+                msg = loads(line)
             except orjson.JSONDecodeError as exc:
                 err = DecodeError(f"invalid JSON from the peer ({exc})", excerpt=excerpt(line))
                 if tag == KIND_RETURN or tag == KIND_ERROR or not state_ready:
