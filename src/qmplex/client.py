@@ -571,7 +571,7 @@ class Client(Operations):
             if cmd.stage != _QUEUED:
                 queue.popleft()  # cancelled or timed out while queued
                 continue
-            if cmd.oob or cmd.fds or cmd.until is not None:
+            if cmd.oob or cmd.fds:
                 if not cmd.oob and self._outstanding >= window:
                     break
                 queue.popleft()
@@ -590,7 +590,7 @@ class Client(Operations):
                 if cmd.stage != _QUEUED:
                     queue.popleft()
                     continue
-                if cmd.oob or cmd.fds or cmd.until is not None:
+                if cmd.oob or cmd.fds:
                     break
                 queue.popleft()
                 cmd.stage = _SENT
