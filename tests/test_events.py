@@ -7,6 +7,7 @@ import logging
 import pickle
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from qmplex.events import DispatchTable, Event, EventFilter
@@ -141,3 +142,13 @@ def test_routing_names_handlers_and_catch_all() -> None:
     plain.cancel()
     routes, handlers = t.routing()
     assert routes.names == ("DEVICE_DELETED",) and not routes.catch_all
+
+
+def test_to_message_gives_back_the_qmp_message() -> None:
+    msg = {"timestamp": {"seconds": 1700000000, "microseconds": 250001},
+           "event": "DEVICE_DELETED", "data": {"device": "d1"}}
+    wire = Event.from_message(msg)
+    assert wire.to_message() == msg
+    assert orjson.loads(orjson.dumps(wire.to_message())) == msg
+    assert Event("STOP").to_message() == {
+        "timestamp": {"seconds": 0, "microseconds": 0}, "event": "STOP", "data": {}}

@@ -266,13 +266,7 @@ def event_to_json(event: Event) -> dict[str, Any]:
 
     The timestamp is rebuilt from :attr:`Event.timestamp` (to the microsecond).
     """
-    micros = round(event.timestamp * 1_000_000)
-    seconds, micro = divmod(micros, 1_000_000)
-    return {
-        "timestamp": {"seconds": seconds, "microseconds": micro},
-        "event": event.name,
-        "data": event.data,
-    }
+    return event.to_message()
 
 
 def _use_colour(choice: str, stream: TextIO) -> bool:

@@ -116,6 +116,15 @@ class Event(tuple[str, dict[str, Any], Any]):
                                         msg.get("timestamp")))
         return event
 
+    def to_message(self) -> dict[str, Any]:
+        """The event as QEMU sends it, ready for ``orjson.dumps``:
+        ``{"timestamp": {"seconds": S, "microseconds": U}, "event": NAME, "data": {...}}``
+        (the timestamp rebuilt from :attr:`timestamp`, to the microsecond)."""
+        micros = round(self.timestamp * 1_000_000)
+        seconds, micro = divmod(micros, 1_000_000)
+        return {"timestamp": {"seconds": seconds, "microseconds": micro},
+                "event": self[0], "data": self[1]}
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
             return NotImplemented
