@@ -663,37 +663,7 @@ class Splitter:
             lines ``routes`` did not want, dropped in this call (lines before an
             ``error`` included).
         """
-        if type(data) is bytes and not self._tail and self.impl == "c":
-            # The usual case, one recv() of complete lines, kept lean: the bytes go to
-            # C as they are (cffi passes a bytes object's buffer; from_buffer and its
-            # context would cost more than the scan of a short reply).
-            try:
-                out, consumed_p, error_p, dropped_p, out_view = _c_thread.buffers
-            except AttributeError:
-                out, consumed_p, error_p, dropped_p, out_view = _c_buffers()
-            max_line = self.max_line_bytes
-            if max_line > _MAX_SIZE:  # min() costs a builtin call per feed
-                max_line = _MAX_SIZE
-            dropped_p[0] = 0
-            size = len(data)
-            n = _c_lib.qmplex_split_routed(
-                data, size, 0, max_line, routes._c_names, routes._c_len,
-                routes._c_catch_all, out, _OUT_ROUTED_LINES, consumed_p, error_p, dropped_p)
-            if n < _OUT_ROUTED_LINES and not error_p[0]:
-                consumed = consumed_p[0]
-                if consumed < size:
-                    with memoryview(data) as view:
-                        self._tail = bytearray(view[consumed:])
-                return data, out_view[: ROUTED_FIELDS * n].tolist() if n else [], None, \
-                    dropped_p[0]
-            # The output array filled up, or a line is too long: the general path below
-            # (it scans again from the start; this is rare).
-        return self._feed_routed(data, routes)
-
-    def _feed_routed(
-        self, data: bytes | bytearray | memoryview, routes: RouteTable
-    ) -> tuple[bytes | bytearray, list[int], LineTooLong | None, int]:
-        if isinstance(data, memoryview):
+        if type(data) is memoryview:  # not subclassable: no isinstance() needed
             data = data.tobytes()
         if self._tail:
             joined = self._join_tail(data)
@@ -709,41 +679,26 @@ class Splitter:
             except AttributeError:
                 out, consumed_p, error_p, dropped_p, out_view = _c_buffers()
             max_line = self.max_line_bytes
-            if max_line > sys.maxsize:  # min() costs a builtin call per feed
-                max_line = sys.maxsize
+            if max_line > _MAX_SIZE:  # min() costs a builtin call per feed
+                max_line = _MAX_SIZE
             dropped_p[0] = 0
-            # One C call and one list for a whole recv(): the output array holds 6826
-            # lines, more than 64 KiB of QMP messages make (the shortest reply or
-            # event takes 14 bytes with its "\n"). _run_c_routed goes on when it is full.
-            with _c_ffi.from_buffer(buf) as cbuf:
-                n = _c_lib.qmplex_split_routed(
-                    cbuf,
-                    size,
-                    0,
-                    max_line,
-                    routes._c_names,
-                    routes._c_len,
-                    routes._c_catch_all,
-                    out,
-                    _OUT_ROUTED_LINES,
-                    consumed_p,
-                    error_p,
-                    dropped_p,
-                )
+            # A bytes object goes to C as it is (cffi passes its buffer): from_buffer
+            # and its release would cost more than the scan of a short reply. One C
+            # call and one list for a whole recv(): the output array holds 6826 lines,
+            # more than 64 KiB of QMP messages make (the shortest reply or event takes
+            # 14 bytes with its "\n"); _run_c_routed goes on when it is full.
+            cbuf = buf if type(buf) is bytes else _c_ffi.from_buffer(buf)
+            n = _c_lib.qmplex_split_routed(
+                cbuf, size, 0, max_line, routes._c_names, routes._c_len,
+                routes._c_catch_all, out, _OUT_ROUTED_LINES, consumed_p, error_p, dropped_p)
+            if cbuf is not buf:
+                _c_ffi.release(cbuf)
             spans = out_view[: ROUTED_FIELDS * n].tolist() if n else []
             dropped = dropped_p[0]
             if n == _OUT_ROUTED_LINES and not error_p[0]:  # output full: more to come
                 more, consumed, too_long, more_dropped = _run_c_routed(
-                    buf,
-                    consumed_p[0],
-                    max_line,
-                    routes,
-                    out,
-                    _OUT_ROUTED_LINES,
-                    consumed_p,
-                    error_p,
-                    dropped_p,
-                )
+                    buf, consumed_p[0], max_line, routes, out, _OUT_ROUTED_LINES,
+                    consumed_p, error_p, dropped_p)
                 spans += more
                 dropped += more_dropped
             else:
