@@ -566,40 +566,33 @@ class Client(Operations):
         """Send queued commands while the window has room."""
         queue = self._queue
         window = self.window
+        proto = self._proto
+        assert proto is not None
+        expect = proto.expect
+        # A run of plain commands (the usual window refill) is what _send does, with
+        # one joined write for the whole run.
+        chunks: list[bytes] = []
         while queue:
             cmd = queue[0]
             if cmd.stage != _QUEUED:
                 queue.popleft()  # cancelled or timed out while queued
                 continue
+            if not cmd.oob and self._outstanding >= window:
+                break
+            queue.popleft()
             if cmd.oob or cmd.fds:
-                if not cmd.oob and self._outstanding >= window:
-                    break
-                queue.popleft()
+                if chunks:
+                    self._buffer(b"".join(chunks))
+                    chunks = []
                 self._send(cmd)
                 continue
-            if self._outstanding >= window:
-                break
-            # A run of plain commands (the usual refill of a window): what _send does,
-            # with one bytes join and one buffer append for the whole run.
-            proto = self._proto
-            assert proto is not None
-            expect = proto.expect
-            chunks = []
-            while queue and self._outstanding < window:
-                cmd = queue[0]
-                if cmd.stage != _QUEUED:
-                    queue.popleft()
-                    continue
-                if cmd.oob or cmd.fds:
-                    break
-                queue.popleft()
-                cmd.stage = _SENT
-                expect(cmd.cid, cmd)
-                self._outstanding += 1
-                chunks.append(cmd.data)
-                cmd.data = b""
-            if chunks:
-                self._buffer(b"".join(chunks))
+            cmd.stage = _SENT
+            expect(cmd.cid, cmd)
+            self._outstanding += 1
+            chunks.append(cmd.data)
+            cmd.data = b""
+        if chunks:
+            self._buffer(b"".join(chunks))
 
     def _flush(self) -> bool:
         """Send what the socket takes. True if the connection was lost meanwhile
