@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -392,29 +393,38 @@ def test_timer_wakes_the_poll(backend: Reactor) -> None:
     assert 0.015 <= time.monotonic() - t0 < 2.0
 
 
-def test_other_threads_are_refused_while_one_drives() -> None:
-    with Reactor() as r:
-        entered = threading.Event()
-        release = threading.Event()
-        errors: list[BaseException] = []
+@contextlib.contextmanager
+def driven_by_another_thread(r: Reactor) -> Iterator[None]:
+    """Another thread drives ``r`` (held inside a callback) until the block ends."""
+    entered = threading.Event()
+    release = threading.Event()
 
-        def hold() -> None:
-            entered.set()
-            release.wait(10)
+    def hold() -> None:
+        entered.set()
+        release.wait(10)
 
-        r.call_soon(hold)
-        t = threading.Thread(target=r.run_once, args=(0,))
-        t.start()
+    r.call_soon(hold)
+    t = threading.Thread(target=r.run_once, args=(0,))
+    t.start()
+    try:
         assert entered.wait(10)
-        assert r.is_running() and not r.in_reactor_thread()
-        attempts: list[Callable[[], None]] = [lambda: r.run_once(0), r.run, r.close]
-        for attempt in attempts:
-            try:
-                attempt()
-            except StateError as exc:
-                errors.append(exc)
+        yield
+    finally:
         release.set()
         t.join(10)
+
+
+def test_other_threads_are_refused_while_one_drives() -> None:
+    with Reactor() as r:
+        errors: list[BaseException] = []
+        with driven_by_another_thread(r):
+            assert r.is_running() and not r.in_reactor_thread()
+            attempts: list[Callable[[], None]] = [lambda: r.run_once(0), r.run, r.close]
+            for attempt in attempts:
+                try:
+                    attempt()
+                except StateError as exc:
+                    errors.append(exc)
         assert len(errors) == 3
         assert all("another thread" in str(e) for e in errors[:2])
         assert not r.is_running()
@@ -426,22 +436,10 @@ def test_idle_notification_is_registered_only_while_a_thread_drives() -> None:
         calls: list[str] = []
         assert not r._notify_when_idle(lambda: calls.append("idle"))
         assert not r._idle_waiters  # nothing left behind
-        entered = threading.Event()
-        release = threading.Event()
-
-        def hold() -> None:
-            entered.set()
-            release.wait(10)
-
-        r.call_soon(hold)
-        t = threading.Thread(target=r.run_once, args=(0,))
-        t.start()
-        assert entered.wait(10)
-        assert r._notify_when_idle(lambda: calls.append("a"))
-        fn = lambda: calls.append("cancelled")  # noqa: E731
-        assert r._notify_when_idle(fn)
-        r._cancel_idle_notify(fn)
-        release.set()
-        t.join(10)
+        with driven_by_another_thread(r):
+            assert r._notify_when_idle(lambda: calls.append("a"))
+            fn = lambda: calls.append("cancelled")  # noqa: E731
+            assert r._notify_when_idle(fn)
+            r._cancel_idle_notify(fn)
         assert calls == ["a"]  # called once, by the leaving driver
         assert not r._idle_waiters
