@@ -10,7 +10,9 @@ This layer knows nothing of QMP. It owns:
 - a heap of timers with lazy cancellation (a cancelled timer stays in the heap until it
   reaches the top, and the heap is compacted once more than half of it is cancelled);
 - ``call_soon_threadsafe``: the only entry from other threads, a deque plus a wake-up
-  socket pair.
+  socket pair;
+- adaptive busy-polling: before a pass sleeps in the selector, it may poll without
+  sleeping for a few tens of microseconds (see :class:`Reactor`'s ``busy_poll``).
 
 Theory of operation: a thread "drives" the reactor while it is inside :meth:`Reactor.run`
 or :meth:`Reactor.run_once`. Only one thread drives a reactor at a time (taking the drive
@@ -40,7 +42,7 @@ from .futures import _PENDING
 if TYPE_CHECKING:
     from .futures import Future
 
-__all__ = ["Reactor", "Handle", "TimerHandle"]
+__all__ = ["Reactor", "Handle", "TimerHandle", "DEFAULT_BUSY_POLL"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ _NOT_IN = ~_IN
 _NOT_OUT = ~_OUT
 _HAS_EPOLL = hasattr(select, "epoll")
 _get_ident = threading.get_ident
+
+#: The default longest busy-poll before a pass sleeps, in seconds (see :class:`Reactor`).
+DEFAULT_BUSY_POLL = 100e-6
 if _HAS_EPOLL:
     assert select.EPOLLIN == _IN and select.EPOLLOUT == _OUT
 
@@ -139,6 +144,22 @@ class Reactor:
         selector: a ``selectors`` selector to use. By default the reactor polls an
             ``epoll`` object directly where the OS has one (Linux), else it uses
             ``selectors.DefaultSelector()``.
+        busy_poll: the longest a pass polls without sleeping before it sleeps in the
+            selector, in seconds (0 turns busy-polling off).
+
+    Busy-polling: a thread that sleeps in the selector pays a wake-up when I/O arrives
+    (tens of microseconds on a virtual machine, often more than the peer takes to
+    answer), so a client doing one command after another would spend most of each
+    round trip being woken. Before it sleeps, a pass therefore polls the selector
+    without sleeping for up to a window of time, and the window adapts to what the
+    waits turn out to be: it grows (to ``busy_poll`` at most) while waits end with I/O
+    within ``busy_poll``, and halves, down to none, when a wait outlasts it. A reactor
+    waiting on slow commands or an idle peer soon stops polling and sleeps as before;
+    one doing quick round trips spends its waits polling (a CPU busy for at most
+    ``busy_poll`` per wait, the GIL released during each poll) and saves the wake-up.
+    The window never delays a timer, a ``call_soon_threadsafe`` or another
+    connection's I/O: the poll watches all of them. :attr:`busy_poll_window` shows
+    the current window.
     """
 
     def __init__(
@@ -146,8 +167,15 @@ class Reactor:
         *,
         clock: Callable[[], float] = time.monotonic,
         selector: selectors.BaseSelector | None = None,
+        busy_poll: float = DEFAULT_BUSY_POLL,
     ) -> None:
+        if not busy_poll >= 0:
+            raise ValueError("busy_poll must be a number of seconds, 0 or more")
         self._clock = clock
+        self._busy_max = float(busy_poll)
+        self._busy = 0.0  # the current busy-poll window (seconds)
+        # Busy-poll timing needs real time, whatever clock the timers use.
+        self._spin_clock: Callable[[], float] = time.perf_counter
         # fd -> [reader, writer, registration number], whatever the backend.
         self._fds: dict[int, list[Any]] = {}
         self._registrations = 0
@@ -402,6 +430,17 @@ class Reactor:
             self._cancelled_timers -= 1
         return timers[0].when if timers else None
 
+    @property
+    def busy_poll(self) -> float:
+        """The longest busy-poll before a pass sleeps, in seconds (0: never polls)."""
+        return self._busy_max
+
+    @property
+    def busy_poll_window(self) -> float:
+        """The current busy-poll window, in seconds: how long the next pass that would
+        sleep polls first (adapted from the waits so far; 0 when polling does not pay)."""
+        return self._busy
+
     def watched_fds(self) -> int:
         """Return how many file descriptors are registered (the wake-up pipe excluded)."""
         return max(len(self._fds) - 1, 0)  # 0 once closed
@@ -594,7 +633,10 @@ class Reactor:
                     delay = 0
                 if timeout is None or delay < timeout:
                     timeout = delay
-        events = self._poll(timeout, self._maxevents)
+        if timeout != 0 and self._busy_max:
+            events = self._wait(timeout)
+        else:
+            events = self._poll(timeout, self._maxevents)
         if events:
             fds = self._fds
             registrations = self._registrations
@@ -632,6 +674,38 @@ class Reactor:
                     handle._run()
         if self._before_wait:
             self._run_before_wait()
+
+    def _wait(self, timeout: float | None) -> list[tuple[int, int]]:
+        """Poll the selector for I/O, busy-polling for the current window before it
+        sleeps up to ``timeout`` (None: until I/O), and adapt the window."""
+        poll = self._poll
+        maxevents = self._maxevents
+        spin_clock = self._spin_clock
+        window = self._busy
+        busy_max = self._busy_max
+        start = spin_clock()
+        if window:
+            end = start + (window if timeout is None or timeout > window else timeout)
+            while True:
+                events = poll(0, maxevents)
+                if events:
+                    return events  # polling paid: the window stays
+                if spin_clock() >= end:
+                    break
+            if timeout is not None:
+                timeout -= spin_clock() - start
+                if timeout <= 0:
+                    return []  # the window took the whole wait (a timer is due)
+        events = poll(timeout, maxevents)
+        if events and spin_clock() - start <= busy_max:
+            # Polling would have caught it: widen the window.
+            window = window * 2 if window else busy_max / 4
+            self._busy = window if window < busy_max else busy_max
+        elif window and (events or timeout is None or timeout > busy_max):
+            # The wait outlasted the longest window: polling wasted it, so narrow.
+            window /= 2
+            self._busy = window if window >= busy_max / 4 else 0.0
+        return events
 
     # ---------------------------------------------------------------- closing
     def close(self) -> None:

@@ -498,7 +498,9 @@ class FakeQMPServer:
             raise StateError("the fake QMP server is started already")
         self._started = True
         if self._reactor is None:
-            self._reactor = Reactor()
+            # Its own thread's reactor never busy-polls: the client under test shares
+            # this process (and its GIL) and must not have to wait for a spinning peer.
+            self._reactor = Reactor(busy_poll=0)
             self._listen()
             self._thread = threading.Thread(
                 target=self._reactor.run, name="qmplex-fake-qmp", daemon=True
