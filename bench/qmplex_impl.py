@@ -12,26 +12,39 @@ from .workload import Workload
 
 
 class Serial(Workload):
-    """``client.execute(...).result()`` in a loop."""
+    """``client.execute(...).result()`` in a loop.
+
+    ``busy_poll``: the reactor's (None: the default); ``cpu``: return the CPU seconds
+    this process spent per command instead of the rate.
+    """
 
     impl = "qmplex"
 
-    def __init__(self, path: str, n: int) -> None:
-        self.path, self.count = path, n
+    def __init__(self, path: str, n: int, *, busy_poll: float | None = None,
+                 cpu: bool = False) -> None:
+        self.path, self.count, self.busy_poll, self.cpu = path, n, busy_poll, cpu
+        if busy_poll == 0:
+            self.impl = "qmplex, no busy-poll"
+        self.reactor: Reactor | None = None
 
     def open(self) -> None:
-        self.client = qmplex.connect(self.path, timeout=10)
+        if self.busy_poll is not None:
+            self.reactor = Reactor(busy_poll=self.busy_poll)
+        self.client = qmplex.connect(self.path, reactor=self.reactor, timeout=10)
 
     def run(self) -> float:
         execute = self.client.execute
         n = self.count
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(n):
             execute("query-status").result()
-        return n / (time.perf_counter() - t0)
+        t1, c1 = time.perf_counter(), time.process_time()
+        return (c1 - c0) / n if self.cpu else n / (t1 - t0)
 
     def close(self) -> None:
         self.client.close()
+        if self.reactor is not None:
+            self.reactor.close()
 
 
 class Pipelined(Workload):

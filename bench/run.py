@@ -42,6 +42,8 @@ def fmt_value(value: float | None, unit: str) -> str:
     if unit in ("cmd/s", "ev/s"):
         return f"{value / 1000:,.1f}k"
     if unit == "s":
+        if value < 0.001:
+            return f"{value * 1e6:,.1f} us"
         return f"{value * 1000:,.1f} ms" if value < 1 else f"{value:,.2f} s"
     if unit == "bytes":
         if value >= 1 << 20:
