@@ -9,6 +9,8 @@ Quick start::
 See the README and ``docs/`` for the guide; the layers are described in each module.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._types import (
     AddFdInfo,
     CPUInfo,
@@ -40,7 +42,13 @@ from .events import Event, EventFilter, Subscription
 from .futures import Future, gather
 from .protocol import QMPVersion
 from .reactor import Reactor
-from .schema import Argument, CallNamespace, Schema
+
+if TYPE_CHECKING:
+    from .schema import Argument, CallNamespace, Schema
+
+# Imported when first used (``qmplex.Schema``): the schema module is a tenth of the
+# package's import time, and most programs never ask for a schema.
+_LAZY = {"Argument": "schema", "CallNamespace": "schema", "Schema": "schema"}
 
 __all__ = [
     "AddFdInfo",
@@ -82,8 +90,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> str:
-    """Compute ``__version__`` on first use (importlib.metadata costs ~7 ms at import)."""
+def __getattr__(name: str) -> Any:
+    """Import the lazily loaded names, and compute ``__version__``, on first use
+    (importlib.metadata costs ~7 ms at import)."""
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
     if name != "__version__":
         raise AttributeError(f"module 'qmplex' has no attribute {name!r}")
     from importlib.metadata import PackageNotFoundError, version

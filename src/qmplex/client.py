@@ -47,7 +47,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     Cancelled,
@@ -67,7 +67,10 @@ from .futures import Future
 from .operations import Operations
 from .protocol import Greeting, Protocol, QMPVersion, State
 from .reactor import Reactor, TimerHandle
-from .schema import CallNamespace, Schema, load_schema, loaded_schema
+
+if TYPE_CHECKING:
+    # Imported when first used: the schema module is a tenth of `import qmplex`.
+    from .schema import CallNamespace, Schema
 
 __all__ = ["Client", "ClientState", "connect", "DEFAULT_WINDOW", "Address"]
 
@@ -283,11 +286,15 @@ class Client(Operations):
         With ``cache=True`` a schema already loaded from the same QEMU build (version,
         package and target) in this process is reused. See :func:`qmplex.schema.load_schema`.
         """
+        from .schema import load_schema
+
         return load_schema(self, cache=cache)
 
     @property
     def schema(self) -> Schema | None:
         """The peer's schema once :meth:`load_schema` completed on this connection."""
+        from .schema import loaded_schema
+
         return loaded_schema(self)
 
     @property
@@ -300,6 +307,8 @@ class Client(Operations):
         completed, arguments are validated before anything is sent. Exact names:
         ``client.call["query-status"]()``.
         """
+        from .schema import CallNamespace, loaded_schema
+
         return CallNamespace(self, loaded_schema(self))
 
     @property
