@@ -8,6 +8,7 @@ serial behaviour, the split-only floor) come last.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 from qmplex.reactor import DEFAULT_BUSY_POLL
 
 from . import floor, hotplug, qemuqmp_impl, qmplex_impl
-from .common import REPO_DIR, FakePeer
+from .common import BUILD_DIR, REPO_DIR, FakePeer
 from .workload import Skip, Workload
 
 
@@ -104,9 +105,9 @@ class Row:
 
 
 # ----------------------------------------------------------------- subprocess probes
-def _probe(args: list[str]) -> dict[str, Any]:
+def _probe(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "bench.memprobe", *args], cwd=REPO_DIR,
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env=env)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -143,10 +144,25 @@ class FloodPeak(_ProbeWorkload):
 
 
 class ImportTime(_ProbeWorkload):
-    """Seconds for the implementation's top-level import in a fresh interpreter."""
+    """Seconds for the implementation's top-level import in a fresh interpreter, with
+    its bytecode cached, as after an install (pip compiles it then).
+
+    The probes write and read their bytecode under ``bench/build/pycache``: where
+    ``PYTHONDONTWRITEBYTECODE`` is set (or a checkout is read-only) an import from
+    source would otherwise measure compiling it, every time. A first import, not
+    measured, fills the cache.
+    """
+
+    def open(self) -> None:
+        super().open()
+        env = dict(os.environ)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(BUILD_DIR / "pycache")
+        self.env = env
+        _probe(["import", self.impl], env)
 
     def run(self) -> float:
-        return float(_probe(["import", self.impl])["seconds"])
+        return float(_probe(["import", self.impl], self.env)["seconds"])
 
 
 class Instructions(Workload):
