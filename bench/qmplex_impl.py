@@ -89,20 +89,22 @@ class Events(Workload):
 
     def open(self) -> None:
         self.client = qmplex.connect(self.path, timeout=10)
-        self.delivered = 0
-        if self.mode == "deliver":
-            self.client.on_event(self._on_event, "BENCH_EVENT")
+        # The floor's callback, to the letter: a closure counting in a list.
+        delivered = self.delivered = [0]
 
-    def _on_event(self, event: Event) -> None:
-        self.delivered += 1
+        def on_event(event: Event) -> None:
+            delivered[0] += 1
+
+        if self.mode == "deliver":
+            self.client.on_event(on_event, "BENCH_EVENT")
 
     def run(self) -> float:
-        self.delivered = 0
+        self.delivered[0] = 0
         dropped = self.client.dropped_events
         t0 = time.perf_counter()
         self.client.execute("x-flood", {"count": self.count}).result()
         dt = time.perf_counter() - t0
-        seen = self.delivered if self.mode == "deliver" else \
+        seen = self.delivered[0] if self.mode == "deliver" else \
             self.client.dropped_events - dropped
         if seen != self.count:
             raise AssertionError(f"{seen} events of {self.count}")
