@@ -177,7 +177,7 @@ def test_busy_poll_zero_never_polls_before_sleeping() -> None:
         rig.close()
 
 
-@pytest.mark.parametrize("bad", [-1e-6, float("nan")])
+@pytest.mark.parametrize("bad", [-1e-6, float("nan"), float("inf")])
 def test_bad_busy_poll_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="busy_poll"):
         Reactor(busy_poll=bad)

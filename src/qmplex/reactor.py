@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import heapq
 import logging
+import math
 import select
 import selectors
 import socket
@@ -57,11 +58,11 @@ _NOT_IN = ~_IN
 _NOT_OUT = ~_OUT
 _HAS_EPOLL = hasattr(select, "epoll")
 _get_ident = threading.get_ident
+if _HAS_EPOLL:
+    assert select.EPOLLIN == _IN and select.EPOLLOUT == _OUT
 
 #: The default longest busy-poll before a pass sleeps, in seconds (see :class:`Reactor`).
 DEFAULT_BUSY_POLL = 100e-6
-if _HAS_EPOLL:
-    assert select.EPOLLIN == _IN and select.EPOLLOUT == _OUT
 
 
 def _selector_events(events: int) -> int:
@@ -169,8 +170,9 @@ class Reactor:
         selector: selectors.BaseSelector | None = None,
         busy_poll: float = DEFAULT_BUSY_POLL,
     ) -> None:
-        if not busy_poll >= 0:
-            raise ValueError("busy_poll must be a number of seconds, 0 or more")
+        if not 0 <= busy_poll < math.inf:
+            raise ValueError(f"busy_poll must be a finite number of seconds, 0 or more, "
+                             f"not {busy_poll!r}")
         self._clock = clock
         self._busy_max = float(busy_poll)
         self._busy = 0.0  # the current busy-poll window (seconds)
