@@ -1,9 +1,11 @@
-"""Adaptive busy-polling in the reactor: the window grows while waits end quickly,
-narrows when they do not, never outlasts a due timer, and is off with busy_poll=0.
+"""Adaptive busy-polling in the reactor: the window opens after quick waits, widens
+when polling catches I/O late in it, narrows and shuts (for longer each time) when it
+finds nothing, never outlasts a due timer, and is off with busy_poll=0.
 
 The window is timed by the reactor's spin clock: a fake one here, stepping on each
 read, so every wait's length (as the reactor sees it) is exact and the tests decide no
-race. The selector records the timeout of each poll it is asked for.
+race. The selector records the timeout of each poll it is asked for, and makes a byte
+arrive when the test says: on the n-th non-blocking poll, or once the reactor sleeps.
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ STEP = 0.0001  # what each read of the fake spin clock advances it by
 
 
 class RecordingSelector(selectors.DefaultSelector):
-    """The default selector, recording the timeout of every select(). With ``arrive``
-    set, a select that may sleep first sends a byte from there: I/O that comes while
-    the reactor sleeps."""
+    """The default selector, recording the timeout of every select(); with ``sender``
+    set, it sends a byte from there just before the ``arrive_on_poll``-th
+    non-blocking select of a pass, or (``arrive_when_asleep``) before a select that
+    may sleep."""
 
     def __init__(self) -> None:
         super().__init__()
         self.timeouts: list[float | None] = []
-        self.arrive: socket.socket | None = None
+        self.sender: socket.socket | None = None
+        self.arrive_on_poll = 0
+        self.arrive_when_asleep = False
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         self.timeouts.append(timeout)
-        if self.arrive is not None and timeout != 0:
-            self.arrive.send(b"x")
+        if self.sender is not None:
+            polls = sum(1 for t in self.timeouts if t == 0)
+            if (timeout == 0 and polls == self.arrive_on_poll) or \
+                    (timeout != 0 and self.arrive_when_asleep):
+                self.sender.send(b"x")
+                self.sender = None
         return super().select(timeout)
 
 
@@ -62,30 +71,33 @@ class Rig:
     def _on_readable(self) -> None:
         self.received += len(self.ours.recv(4096))
 
-    def pass_with_input(self) -> None:
-        """One pass that would sleep, with a byte already waiting to be read."""
-        self.peer.send(b"x")
+    @property
+    def window(self) -> float:
+        return self.reactor.busy_poll_window
+
+    def _pass(self, *, on_poll: int = 0, asleep: bool = False) -> None:
         self.selector.timeouts.clear()
+        self.selector.sender = self.peer
+        self.selector.arrive_on_poll = on_poll
+        self.selector.arrive_when_asleep = asleep
         before = self.received
         self.reactor.run_once(None)
         assert self.received == before + 1
+        self.selector.sender = None
 
-    def pass_with_input_while_asleep(self) -> None:
-        """One pass that would sleep, where a byte comes only once it sleeps."""
-        self.selector.arrive = self.peer
-        try:
-            self.selector.timeouts.clear()
-            before = self.received
-            self.reactor.run_once(None)
-            assert self.received == before + 1
-        finally:
-            self.selector.arrive = None
+    def quick_wait(self) -> None:
+        """A pass whose byte comes once it sleeps: it slept 2 steps, within MAX."""
+        self._pass(asleep=True)
 
-    def widen(self) -> None:
-        """Bring the window to busy_poll (see test_quick_waits_widen_the_window)."""
-        for _ in range(3):
-            self.pass_with_input_while_asleep()
-        assert self.reactor.busy_poll_window == MAX
+    def caught_on_poll(self, n: int) -> None:
+        """A pass with a window whose byte comes just before its n-th poll."""
+        self._pass(on_poll=n)
+        assert self.selector.timeouts == [0] * n  # caught polling: it never slept
+
+    def nothing_comes(self) -> None:
+        """A pass of at most 20 ms in which no I/O comes."""
+        self.selector.timeouts.clear()
+        self.reactor.run_once(0.02)
 
     def close(self) -> None:
         self.reactor.close()
@@ -100,62 +112,82 @@ def rig() -> Iterator[Rig]:
     r.close()
 
 
-def test_default_reactor_busy_polls_and_starts_with_no_window() -> None:
+def test_default_reactor_busy_polls_and_starts_with_the_window_shut() -> None:
     with Reactor() as r:
         assert r.busy_poll == DEFAULT_BUSY_POLL > 0
         assert r.busy_poll_window == 0.0
 
 
-def test_quick_waits_widen_the_window_up_to_busy_poll(rig: Rig) -> None:
-    # Each pass polls for its window (one spin-clock step per poll), then sleeps, and
-    # its byte comes then: the wait took (window + a few steps), within 1 ms until the
-    # window is the whole 1 ms.
-    windows = []
-    for _ in range(4):
-        rig.pass_with_input_while_asleep()
-        windows.append(rig.reactor.busy_poll_window)
-    assert windows == [MAX / 4, MAX / 2, MAX, MAX / 2]
+def test_a_quick_wait_opens_the_window_at_half_of_busy_poll(rig: Rig) -> None:
+    rig.quick_wait()
+    assert rig.selector.timeouts == [None]  # no window yet: it slept at once
+    assert rig.window == MAX / 2
 
 
-def test_with_a_window_io_is_caught_by_polling_without_sleeping(rig: Rig) -> None:
-    rig.pass_with_input_while_asleep()
-    assert rig.reactor.busy_poll_window == MAX / 4
-    rig.pass_with_input()
-    # Only non-blocking polls: the byte was found before the pass would have slept.
-    assert rig.selector.timeouts == [0]
-    assert rig.reactor.busy_poll_window == MAX / 4  # polling paid: kept as it is
+def test_io_caught_late_in_the_window_widens_it_and_early_keeps_it(rig: Rig) -> None:
+    rig.quick_wait()
+    rig.caught_on_poll(1)  # after 1 step of a 5-step window: early
+    assert rig.window == MAX / 2
+    rig.caught_on_poll(4)  # after 4 steps: late
+    assert rig.window == MAX
+    rig.caught_on_poll(9)  # late again, but the window is at busy_poll already
+    assert rig.window == MAX
 
 
-def test_waits_longer_than_busy_poll_narrow_the_window_to_none(rig: Rig) -> None:
-    rig.widen()
+def test_a_window_that_finds_nothing_narrows_then_shuts(rig: Rig) -> None:
+    rig.quick_wait()
+    rig.caught_on_poll(4)
+    assert rig.window == MAX
     windows = []
     for _ in range(3):
-        rig.selector.timeouts.clear()
-        rig.reactor.run_once(0.02)  # nothing arrives: the pass polls, then sleeps
+        rig.nothing_comes()
         timeouts = rig.selector.timeouts
         # Non-blocking polls for the window, then one sleep for the rest of the 20 ms.
         assert len(timeouts) > 1 and all(t == 0 for t in timeouts[:-1])
         assert timeouts[-1] is not None and 0.015 < timeouts[-1] < 0.02
-        windows.append(rig.reactor.busy_poll_window)
+        windows.append(rig.window)
     assert windows == [MAX / 2, MAX / 4, 0.0]
-    # With no window left, a pass sleeps at once.
-    rig.selector.timeouts.clear()
-    rig.reactor.run_once(0.02)
+    rig.nothing_comes()  # shut: the pass sleeps at once
     assert rig.selector.timeouts == [0.02]
-    assert rig.reactor.busy_poll_window == 0.0
+
+
+def test_each_shutting_in_a_row_skips_more_quick_waits_until_polling_pays(rig: Rig) -> None:
+    def shut() -> None:
+        while rig.window:
+            rig.nothing_comes()
+
+    def quick_waits_until_open() -> int:
+        n = 0
+        while not rig.window:
+            rig.quick_wait()
+            n += 1
+            assert n < 100
+        return n
+
+    assert quick_waits_until_open() == 1
+    skipped = []
+    for _ in range(4):
+        shut()
+        skipped.append(quick_waits_until_open() - 1)
+    assert skipped == [1, 2, 4, 8]
+    rig.caught_on_poll(1)  # polling paid: the next shutting skips one wait again
+    shut()
+    assert quick_waits_until_open() - 1 == 1
 
 
 def test_a_timer_due_within_the_window_ends_the_polling_without_a_sleep(rig: Rig) -> None:
-    rig.widen()
+    rig.quick_wait()
+    rig.caught_on_poll(4)
+    assert rig.window == MAX
     fired: list[str] = []
     rig.reactor.call_later(MAX / 2, fired.append, "timer")
     rig.selector.timeouts.clear()
     rig.reactor.run_once(None)
     # Polled for at most the timer's delay (the spin clock steps STEP per read), never
-    # asked to block.
+    # asked to block, and learnt nothing from it.
     assert rig.selector.timeouts and all(t == 0 for t in rig.selector.timeouts)
     assert len(rig.selector.timeouts) <= (MAX / 2) / STEP + 1
-    assert rig.reactor.busy_poll_window == MAX  # a short timer wait teaches nothing
+    assert rig.window == MAX
     while not fired:
         rig.reactor.run_once(None)
     assert fired == ["timer"]
@@ -165,14 +197,11 @@ def test_busy_poll_zero_never_polls_before_sleeping() -> None:
     rig = Rig(busy_poll=0)
     try:
         for _ in range(3):
-            rig.pass_with_input()
+            rig.quick_wait()
             assert rig.selector.timeouts == [None]
-            rig.pass_with_input_while_asleep()
-            assert rig.selector.timeouts == [None]
-        assert rig.reactor.busy_poll_window == 0.0
-        rig.selector.timeouts.clear()
-        rig.reactor.run_once(0.001)
-        assert rig.selector.timeouts == [0.001]
+        assert rig.window == 0.0
+        rig.nothing_comes()
+        assert rig.selector.timeouts == [0.02]
     finally:
         rig.close()
 

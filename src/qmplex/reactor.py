@@ -63,6 +63,9 @@ if _HAS_EPOLL:
 
 #: The default longest busy-poll before a pass sleeps, in seconds (see :class:`Reactor`).
 DEFAULT_BUSY_POLL = 100e-6
+# After the window closes for the k-th time in a row (polling found nothing), the next
+# 2**k quick waits leave it shut, up to this many.
+_BUSY_BACKOFF_MAX = 1024
 
 
 def _selector_events(events: int) -> int:
@@ -152,12 +155,22 @@ class Reactor:
     (tens of microseconds on a virtual machine, often more than the peer takes to
     answer), so a client doing one command after another would spend most of each
     round trip being woken. Before it sleeps, a pass therefore polls the selector
-    without sleeping for up to a window of time, and the window adapts to what the
-    waits turn out to be: it grows (to ``busy_poll`` at most) while waits end with I/O
-    within ``busy_poll``, and halves, down to none, when a wait outlasts it. A reactor
-    waiting on slow commands or an idle peer soon stops polling and sleeps as before;
-    one doing quick round trips spends its waits polling (a CPU busy for at most
-    ``busy_poll`` per wait, the GIL released during each poll) and saves the wake-up.
+    without sleeping for up to a window of time, which adapts to what polling finds:
+
+    * shut at first; a wait that ends with I/O within ``busy_poll`` opens it at half
+      of ``busy_poll``;
+    * I/O caught in the second half of the window doubles it (to ``busy_poll`` at
+      most); caught in the first half, it stays;
+    * a window that finds nothing is halved, and shut below a quarter of
+      ``busy_poll``. Each time it shuts in a row, the quick waits that may open it
+      again are skipped for longer (1, 2, 4 ... up to 1024 of them); I/O caught by
+      polling resets that.
+
+    So a reactor waiting on slow commands or an idle peer never polls, and one doing
+    quick round trips spends its waits polling (a CPU busy for at most ``busy_poll``
+    per wait) and saves the wake-up. While it polls it holds the GIL, except during
+    each poll: a peer that is a Python thread of the same process (a test's fake
+    server) cannot answer then, polling finds nothing, and the window soon stays shut.
     The window never delays a timer, a ``call_soon_threadsafe`` or another
     connection's I/O: the poll watches all of them. :attr:`busy_poll_window` shows
     the current window.
@@ -176,6 +189,8 @@ class Reactor:
         self._clock = clock
         self._busy_max = float(busy_poll)
         self._busy = 0.0  # the current busy-poll window (seconds)
+        self._busy_skip = 0  # quick waits left before the window may open again
+        self._busy_backoff = 1  # the next _busy_skip, doubled each time the window shuts
         # Busy-poll timing needs real time, whatever clock the timers use.
         self._spin_clock: Callable[[], float] = time.perf_counter
         # fd -> [reader, writer, registration number], whatever the backend.
@@ -679,34 +694,49 @@ class Reactor:
 
     def _wait(self, timeout: float | None) -> list[tuple[int, int]]:
         """Poll the selector for I/O, busy-polling for the current window before it
-        sleeps up to ``timeout`` (None: until I/O), and adapt the window."""
+        sleeps up to ``timeout`` (None: until I/O), and adapt the window (see
+        :class:`Reactor`)."""
         poll = self._poll
         maxevents = self._maxevents
         spin_clock = self._spin_clock
-        window = self._busy
         busy_max = self._busy_max
+        window = self._busy
         start = spin_clock()
         if window:
-            end = start + (window if timeout is None or timeout > window else timeout)
+            limit = window if timeout is None or timeout > window else timeout
+            end = start + limit
             while True:
                 events = poll(0, maxevents)
                 if events:
-                    return events  # polling paid: the window stays
+                    if window < busy_max and spin_clock() - start > window / 2:
+                        window *= 2  # caught late: a wider window catches more
+                        self._busy = window if window < busy_max else busy_max
+                    self._busy_backoff = 1
+                    return events
                 if spin_clock() >= end:
                     break
+            if limit < window:
+                return []  # a timer is due within the window: nothing learned
+            # The whole window found nothing: narrow it, or shut it for a while.
+            window /= 2
+            if window < busy_max / 4:
+                window = 0.0
+                self._busy_skip = self._busy_backoff
+                if self._busy_backoff < _BUSY_BACKOFF_MAX:
+                    self._busy_backoff *= 2
+            self._busy = window
             if timeout is not None:
                 timeout -= spin_clock() - start
                 if timeout <= 0:
-                    return []  # the window took the whole wait (a timer is due)
+                    return []
+            return poll(timeout, maxevents)
         events = poll(timeout, maxevents)
         if events and spin_clock() - start <= busy_max:
-            # Polling would have caught it: widen the window.
-            window = window * 2 if window else busy_max / 4
-            self._busy = window if window < busy_max else busy_max
-        elif window and (events or timeout is None or timeout > busy_max):
-            # The wait outlasted the longest window: polling wasted it, so narrow.
-            window /= 2
-            self._busy = window if window >= busy_max / 4 else 0.0
+            # A quick wait: polling would have caught it.
+            if self._busy_skip:
+                self._busy_skip -= 1
+            else:
+                self._busy = busy_max / 2
         return events
 
     # ---------------------------------------------------------------- closing
