@@ -1,6 +1,10 @@
 """Adaptive busy-polling in the reactor: the window opens after quick waits, widens
 when polling catches I/O late in it, narrows and shuts (for longer each time) when it
-finds nothing, never outlasts a due timer, and is off with busy_poll=0.
+finds nothing, never outlasts a due timer, is off with busy_poll=0, and only
+``Future.result()`` polls (``run``/``run_once`` sleep at once).
+
+The passes are run as ``Future.result()`` runs them (``_run_once(timeout, busy=True)``)
+so that each test controls exactly how many there are.
 
 The window is timed by the reactor's spin clock: a fake one here, stepping on each
 read, so every wait's length (as the reactor sees it) is exact and the tests decide no
@@ -16,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qmplex import Reactor
+from qmplex import Future, Reactor
 from qmplex.reactor import DEFAULT_BUSY_POLL
 
 MAX = 0.001  # busy_poll of these reactors: 1 ms
@@ -81,7 +85,7 @@ class Rig:
         self.selector.arrive_on_poll = on_poll
         self.selector.arrive_when_asleep = asleep
         before = self.received
-        self.reactor.run_once(None)
+        self.reactor._run_once(None, True)
         assert self.received == before + 1
         self.selector.sender = None
 
@@ -97,7 +101,7 @@ class Rig:
     def nothing_comes(self) -> None:
         """A pass of at most 20 ms in which no I/O comes."""
         self.selector.timeouts.clear()
-        self.reactor.run_once(0.02)
+        self.reactor._run_once(0.02, True)
 
     def close(self) -> None:
         self.reactor.close()
@@ -182,15 +186,38 @@ def test_a_timer_due_within_the_window_ends_the_polling_without_a_sleep(rig: Rig
     fired: list[str] = []
     rig.reactor.call_later(MAX / 2, fired.append, "timer")
     rig.selector.timeouts.clear()
-    rig.reactor.run_once(None)
+    rig.reactor._run_once(None, True)
     # Polled for at most the timer's delay (the spin clock steps STEP per read), never
     # asked to block, and learnt nothing from it.
     assert rig.selector.timeouts and all(t == 0 for t in rig.selector.timeouts)
     assert len(rig.selector.timeouts) <= (MAX / 2) / STEP + 1
     assert rig.window == MAX
     while not fired:
-        rig.reactor.run_once(None)
+        rig.reactor._run_once(None, True)
     assert fired == ["timer"]
+
+
+def test_only_future_result_polls_run_once_sleeps_at_once(rig: Rig) -> None:
+    rig.quick_wait()
+    assert rig.window == MAX / 2
+    rig.selector.timeouts.clear()
+    rig.reactor.run_once(0.02)  # a reactor driven by run_once/run never polls
+    assert rig.selector.timeouts == [0.02]
+    assert rig.window == MAX / 2
+    # Future.result() driving the reactor does: the byte comes on its first poll.
+    done: Future[None] = Future(rig.reactor)
+    rig.selector.timeouts.clear()
+    rig.selector.sender, rig.selector.arrive_on_poll = rig.peer, 1
+    rig.reactor.remove_reader(rig.ours.fileno())
+
+    def read_and_finish() -> None:
+        rig._on_readable()
+        done.set_result(None)
+
+    rig.reactor.add_reader(rig.ours.fileno(), read_and_finish)
+    done.result(timeout=5)
+    assert rig.selector.timeouts[0] == 0
+    assert rig.received == 2
 
 
 def test_busy_poll_zero_never_polls_before_sleeping() -> None:

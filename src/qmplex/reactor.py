@@ -148,14 +148,17 @@ class Reactor:
         selector: a ``selectors`` selector to use. By default the reactor polls an
             ``epoll`` object directly where the OS has one (Linux), else it uses
             ``selectors.DefaultSelector()``.
-        busy_poll: the longest a pass polls without sleeping before it sleeps in the
-            selector, in seconds (0 turns busy-polling off).
+        busy_poll: the longest a thread waiting in ``Future.result()`` polls without
+            sleeping before it sleeps in the selector, in seconds (0 turns busy-polling
+            off).
 
     Busy-polling: a thread that sleeps in the selector pays a wake-up when I/O arrives
     (tens of microseconds on a virtual machine, often more than the peer takes to
     answer), so a client doing one command after another would spend most of each
-    round trip being woken. Before it sleeps, a pass therefore polls the selector
-    without sleeping for up to a window of time, which adapts to what polling finds:
+    round trip being woken. So when ``Future.result()`` drives the reactor (the thread
+    has nothing else to do but wait for that future), a pass polls the selector
+    without sleeping, before it sleeps, for up to a window of time, which adapts to
+    what polling finds:
 
     * shut at first; a wait that ends with I/O within ``busy_poll`` opens it at half
       of ``busy_poll``;
@@ -166,14 +169,16 @@ class Reactor:
       again are skipped for longer (1, 2, 4 ... up to 1024 of them); I/O caught by
       polling resets that.
 
-    So a reactor waiting on slow commands or an idle peer never polls, and one doing
+    So a thread waiting on slow commands or an idle peer never polls, and one doing
     quick round trips spends its waits polling (a CPU busy for at most ``busy_poll``
     per wait) and saves the wake-up. While it polls it holds the GIL, except during
     each poll: a peer that is a Python thread of the same process (a test's fake
-    server) cannot answer then, polling finds nothing, and the window soon stays shut.
-    The window never delays a timer, a ``call_soon_threadsafe`` or another
-    connection's I/O: the poll watches all of them. :attr:`busy_poll_window` shows
-    the current window.
+    server) can answer only then; where polling finds nothing, the window shuts, for
+    longer each time. :meth:`run` and :meth:`run_once` never poll: a reactor serving
+    other threads (which need the GIL to submit work) sleeps as it always did. The
+    window never delays a timer, a ``call_soon_threadsafe`` or another connection's
+    I/O: the poll watches all of them. :attr:`busy_poll_window` shows the current
+    window.
     """
 
     def __init__(
@@ -532,16 +537,17 @@ class Reactor:
             # future.done(), inlined (a call per check would cost more than a pass's
             # bookkeeping). Checked first once we drive: a thread that drove before may
             # have completed it.
+            # busy=True: the passes may busy-poll before they sleep (see Reactor).
             if deadline is None:
                 while future._state == _PENDING:
-                    run_once(0 if self._stopping else None)
+                    run_once(0 if self._stopping else None, True)
             else:
                 clock = self._clock
                 while future._state == _PENDING:
                     timeout = deadline - clock()
                     if timeout <= 0:
                         break
-                    run_once(0 if self._stopping else timeout)
+                    run_once(0 if self._stopping else timeout, True)
         finally:
             # _leave(), inlined.
             self._driver = None
@@ -619,7 +625,7 @@ class Reactor:
         except ValueError:
             pass
 
-    def _run_once(self, timeout: float | None) -> None:
+    def _run_once(self, timeout: float | None, busy: bool = False) -> None:
         # Scheduled between passes (e.g. a command submitted). One that reports it may
         # have finished what the caller waits for (a flush that finds the peer gone
         # fails every future at once) makes this pass poll, not sleep, or
@@ -650,7 +656,7 @@ class Reactor:
                     delay = 0
                 if timeout is None or delay < timeout:
                     timeout = delay
-        if timeout != 0 and self._busy_max:
+        if busy and timeout != 0 and self._busy_max:
             events = self._wait(timeout)
         else:
             events = self._poll(timeout, self._maxevents)
