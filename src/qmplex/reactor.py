@@ -11,8 +11,9 @@ This layer knows nothing of QMP. It owns:
   reaches the top, and the heap is compacted once more than half of it is cancelled);
 - ``call_soon_threadsafe``: the only entry from other threads, a deque plus a wake-up
   socket pair;
-- adaptive busy-polling: before a pass sleeps in the selector, it may poll without
-  sleeping for a few tens of microseconds (see :class:`Reactor`'s ``busy_poll``).
+- adaptive busy-polling: while ``Future.result()`` drives the reactor, a pass may poll
+  without sleeping for a few tens of microseconds before it sleeps in the selector
+  (see :class:`Reactor`'s ``busy_poll``).
 
 Theory of operation: a thread "drives" the reactor while it is inside :meth:`Reactor.run`
 or :meth:`Reactor.run_once`. Only one thread drives a reactor at a time (taking the drive
