@@ -424,7 +424,6 @@ class DispatchTable:
         self._any = _Bucket()
         self.wanted: set[bytes] = set()
         self.want_all = False
-        self.on_change: Callable[[], object] | None = None
         #: Changes with every subscribe and cancel.
         self.version = 0
         self._routing: tuple[RouteTable, tuple[Callable[[Event], object], ...]] | None = None
