@@ -54,6 +54,11 @@ def fmt_value(value: float | None, unit: str) -> str:
     return f"{value:,.3g}"
 
 
+# Memory rows: RSS moves in 4 KiB pages, so a per-connection figure under 1 KiB (the
+# floor's bare socket) is nothing measurable, and a ratio to it means nothing.
+_BYTES_RESOLUTION = 1024
+
+
 def speed_ratio(row: Any, a: str, b: str) -> float | None:
     """How many times better ``a`` does than ``b`` (>1: ``a`` is faster / smaller).
 
@@ -64,6 +69,8 @@ def speed_ratio(row: Any, a: str, b: str) -> float | None:
     ra, rb = row.result(a), row.result(b)
     if ra is None or rb is None or not ra.value or not rb.value:
         return None
+    if row.unit == "bytes" and min(ra.value, rb.value) < _BYTES_RESOLUTION:
+        return None  # below what RSS (counted in pages) can tell apart from nothing
     if row.interleave and len(ra.runs) == len(rb.runs) and all(ra.runs + rb.runs):
         pairs = [x / y if row.higher_better else y / x
                  for x, y in zip(ra.runs, rb.runs, strict=True)]
