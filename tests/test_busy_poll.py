@@ -4,7 +4,9 @@ finds nothing, never outlasts a due timer, is off with busy_poll=0, and only
 ``Future.result()`` polls (``run``/``run_once`` sleep at once).
 
 The passes are run as ``Future.result()`` runs them (``_run_once(timeout, busy=True)``)
-so that each test controls exactly how many there are.
+so that each test controls exactly how many there are. The reactor polls only while its
+thread is the process's only Python thread; the rig makes that so (whatever threads
+other tests left behind), except where a test starts one of its own.
 
 The window is timed by the reactor's spin clock: a fake one here, stepping on each
 read, so every wait's length (as the reactor sees it) is exact and the tests decide no
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import selectors
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from qmplex import Future, Reactor
+from qmplex import reactor as reactor_module
 from qmplex.reactor import DEFAULT_BUSY_POLL
 
 MAX = 0.001  # busy_poll of these reactors: 1 ms
@@ -110,7 +114,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig() -> Iterator[Rig]:
+def rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    monkeypatch.setattr(reactor_module, "_active_threads", lambda: 1)
     r = Rig()
     yield r
     r.close()
@@ -220,7 +225,28 @@ def test_only_future_result_polls_run_once_sleeps_at_once(rig: Rig) -> None:
     assert rig.received == 2
 
 
-def test_busy_poll_zero_never_polls_before_sleeping() -> None:
+def test_no_polling_while_another_python_thread_exists(rig: Rig,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.quick_wait()
+    assert rig.window == MAX / 2
+    monkeypatch.undo()  # the real thread count from here on
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, name="another Python thread")
+    other.start()
+    try:
+        for _ in range(3):
+            rig.quick_wait()
+            assert rig.selector.timeouts == [None]  # slept at once: no polling
+            rig.nothing_comes()
+            assert rig.selector.timeouts == [0.02]
+        assert rig.window == MAX / 2  # and nothing learnt meanwhile
+    finally:
+        release.set()
+        other.join()
+
+
+def test_busy_poll_zero_never_polls_before_sleeping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reactor_module, "_active_threads", lambda: 1)
     rig = Rig(busy_poll=0)
     try:
         for _ in range(3):

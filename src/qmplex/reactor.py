@@ -59,6 +59,7 @@ _NOT_IN = ~_IN
 _NOT_OUT = ~_OUT
 _HAS_EPOLL = hasattr(select, "epoll")
 _get_ident = threading.get_ident
+_active_threads = threading.active_count
 if _HAS_EPOLL:
     assert select.EPOLLIN == _IN and select.EPOLLOUT == _OUT
 
@@ -172,14 +173,13 @@ class Reactor:
 
     So a thread waiting on slow commands or an idle peer never polls, and one doing
     quick round trips spends its waits polling (a CPU busy for at most ``busy_poll``
-    per wait) and saves the wake-up. While it polls it holds the GIL, except during
-    each poll: a peer that is a Python thread of the same process (a test's fake
-    server) can answer only then; where polling finds nothing, the window shuts, for
-    longer each time. :meth:`run` and :meth:`run_once` never poll: a reactor serving
-    other threads (which need the GIL to submit work) sleeps as it always did. The
-    window never delays a timer, a ``call_soon_threadsafe`` or another connection's
-    I/O: the poll watches all of them. :attr:`busy_poll_window` shows the current
-    window.
+    per wait) and saves the wake-up. Polling holds the GIL between polls, so it
+    happens only while the waiting thread is the process's only Python thread: with
+    others (workers driving reactors of their own, a test's fake server, a reactor
+    thread serving them) every wait sleeps, as it always did. :meth:`run` and
+    :meth:`run_once` never poll either. The window never delays a timer, a
+    ``call_soon_threadsafe`` or another connection's I/O: the poll watches all of
+    them. :attr:`busy_poll_window` shows the current window.
     """
 
     def __init__(
@@ -705,6 +705,10 @@ class Reactor:
         :class:`Reactor`)."""
         poll = self._poll
         maxevents = self._maxevents
+        if _active_threads() > 1:
+            # Polling holds the GIL: another Python thread (its own reactor, a fake
+            # server, a worker) would wait for it. Sleep, and learn nothing.
+            return poll(timeout, maxevents)
         spin_clock = self._spin_clock
         busy_max = self._busy_max
         window = self._busy
