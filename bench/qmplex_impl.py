@@ -10,6 +10,26 @@ from qmplex import Client, Event, Reactor, gather
 
 from .workload import Workload
 
+#: busy_poll for the reactors of these workloads when a workload is not given one
+#: (None: the Reactor's default). The callgrind counts set 0: under valgrind's 50x
+#: slowdown the polling would count its own spins, not the code path.
+BUSY_POLL: float | None = None
+
+
+def _connect(path: str, busy_poll: float | None = None, **kw: Any) -> tuple[Client, Reactor | None]:
+    """A connected client, on a reactor of its own with the busy_poll asked for (returned
+    too, for closing) or on a private default one (None returned)."""
+    if busy_poll is None:
+        busy_poll = BUSY_POLL
+    reactor = None if busy_poll is None else Reactor(busy_poll=busy_poll)
+    return qmplex.connect(path, reactor=reactor, timeout=10, **kw), reactor
+
+
+def _close(client: Client, reactor: Reactor | None) -> None:
+    client.close()
+    if reactor is not None:
+        reactor.close()
+
 
 class Serial(Workload):
     """``client.execute(...).result()`` in a loop.
@@ -25,12 +45,9 @@ class Serial(Workload):
         self.path, self.count, self.busy_poll, self.cpu = path, n, busy_poll, cpu
         if busy_poll == 0:
             self.impl = "qmplex, no busy-poll"
-        self.reactor: Reactor | None = None
 
     def open(self) -> None:
-        if self.busy_poll is not None:
-            self.reactor = Reactor(busy_poll=self.busy_poll)
-        self.client = qmplex.connect(self.path, reactor=self.reactor, timeout=10)
+        self.client, self.reactor = _connect(self.path, self.busy_poll)
 
     def run(self) -> float:
         execute = self.client.execute
@@ -42,9 +59,7 @@ class Serial(Workload):
         return (c1 - c0) / n if self.cpu else n / (t1 - t0)
 
     def close(self) -> None:
-        self.client.close()
-        if self.reactor is not None:
-            self.reactor.close()
+        _close(self.client, self.reactor)
 
 
 class Pipelined(Workload):
@@ -57,7 +72,7 @@ class Pipelined(Workload):
         self.path, self.count, self.window, self.batch = path, n, window, batch
 
     def open(self) -> None:
-        self.client = qmplex.connect(self.path, timeout=10, window=self.window)
+        self.client, self.reactor = _connect(self.path, window=self.window)
 
     def run(self) -> float:
         execute = self.client.execute
@@ -75,7 +90,7 @@ class Pipelined(Workload):
         return n / dt
 
     def close(self) -> None:
-        self.client.close()
+        _close(self.client, self.reactor)
 
 
 class Events(Workload):
@@ -88,7 +103,7 @@ class Events(Workload):
         self.path, self.count, self.mode = path, n, mode
 
     def open(self) -> None:
-        self.client = qmplex.connect(self.path, timeout=10)
+        self.client, self.reactor = _connect(self.path)
         # The floor's callback, to the letter: a closure counting in a list.
         delivered = self.delivered = [0]
 
@@ -111,7 +126,7 @@ class Events(Workload):
         return self.count / dt
 
     def close(self) -> None:
-        self.client.close()
+        _close(self.client, self.reactor)
 
 
 def connect_many(path: str, vms: int, reactor: Reactor, window: int = 7) -> list[Client]:
