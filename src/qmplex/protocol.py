@@ -558,6 +558,8 @@ class Protocol:
                     return
                 continue
             on_reply(token, ok, value)
+            if self.state is _CLOSED:
+                return  # a callback ended the connection
 
     def _handle_setup(self, msg: dict[str, Any], line: bytes | bytearray,
                       emit: Callable[[Any], object]) -> None:
