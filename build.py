@@ -1,11 +1,13 @@
-"""Build script for ``qmplex._lines`` (cffi, out-of-line API mode).
+"""Build script for ``qmplex._lines`` (cffi, out-of-line API mode), and the development
+build of both C extensions.
 
 Used in two ways:
 
 * by setuptools, through ``setup(cffi_modules=["build.py:ffibuilder"])``, whenever the
-  package is built or installed (``pip install .``, ``pip install -e .``);
-* directly, ``python build.py``, for a development build that compiles the module into
-  ``src/qmplex/`` next to ``framing.py``.
+  package is built or installed (``pip install .``, ``pip install -e .``); setup.py
+  builds ``qmplex._deliver`` (``csrc/deliver.c``, CPython API) itself;
+* directly, ``python build.py``, for a development build that compiles both modules
+  into ``src/qmplex/`` next to ``framing.py``.
 
 The ``cdef`` is read from the declarations between the ``QMPLEX_CDEF_BEGIN`` and
 ``QMPLEX_CDEF_END`` markers of ``csrc/lines.h``, so the header is the single source of
@@ -89,19 +91,47 @@ def make_builder(root: str | None = None) -> FFI:
 ffibuilder = make_builder()
 
 
-def _dev_build() -> None:
-    """Compile under build/dev/ and copy the extension into src/qmplex/."""
-    tmpdir = os.path.join(HERE, "build", "dev")
-    built = make_builder(HERE).compile(tmpdir=tmpdir, verbose=True)
-    package = os.path.join(HERE, "src", "qmplex")
+def _remove_builds(package: str, module: str) -> None:
     # Python prefers the cpython-3XX suffix over abi3: remove every earlier build (from
     # here or from ``pip install -e``) so that a stale one can never shadow this one.
     for name in os.listdir(package):
-        if name.startswith("_lines.") and name.endswith((".so", ".pyd")):
+        if name.startswith(module + ".") and name.endswith((".so", ".pyd")):
             os.remove(os.path.join(package, name))
+
+
+def _dev_build_deliver(package: str, tmpdir: str) -> str:
+    """Compile ``qmplex._deliver`` into ``package``; return its path."""
+    import sysconfig
+
+    from setuptools import Distribution, Extension
+    from setuptools.command.build_ext import build_ext
+
+    compile_args, link_args = _flags()
+    ext = Extension("qmplex._deliver", sources=[os.path.join(HERE, "csrc", "deliver.c")],
+                    extra_compile_args=compile_args, extra_link_args=link_args)
+    cmd = build_ext(Distribution({"name": "qmplex", "ext_modules": [ext]}))
+    cmd.build_temp = tmpdir
+    cmd.build_lib = os.path.join(tmpdir, "lib")
+    cmd.ensure_finalized()
+    cmd.run()
+    built = os.path.join(cmd.build_lib, "qmplex",
+                         "_deliver" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+    _remove_builds(package, "_deliver")
+    target = os.path.join(package, os.path.basename(built))
+    shutil.copyfile(built, target)
+    return target
+
+
+def _dev_build() -> None:
+    """Compile under build/dev/ and copy the extensions into src/qmplex/."""
+    tmpdir = os.path.join(HERE, "build", "dev")
+    built = make_builder(HERE).compile(tmpdir=tmpdir, verbose=True)
+    package = os.path.join(HERE, "src", "qmplex")
+    _remove_builds(package, "_lines")
     target = os.path.join(package, os.path.basename(built))
     shutil.copyfile(built, target)
     print(f"built {target}")
+    print(f"built {_dev_build_deliver(package, tmpdir)}")
 
 
 if __name__ == "__main__":

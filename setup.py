@@ -1,5 +1,14 @@
-"""setuptools hook for the cffi extension; all metadata lives in pyproject.toml."""
+"""setuptools hook for the two C extensions; all metadata lives in pyproject.toml.
 
-from setuptools import setup
+- ``qmplex._lines``: the line splitter, built by cffi from ``build.py``;
+- ``qmplex._deliver``: the protocol's loop over routed event lines (CPython API).
+"""
 
-setup(cffi_modules=["build.py:ffibuilder"])
+from setuptools import Extension, setup
+
+setup(
+    cffi_modules=["build.py:ffibuilder"],
+    ext_modules=[
+        Extension("qmplex._deliver", sources=["csrc/deliver.c"], extra_compile_args=["-O2"]),
+    ],
+)

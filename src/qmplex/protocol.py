@@ -28,7 +28,10 @@ Events are routed before decoding: the framing layer matches each event line's n
 against the ``router``'s names (a :class:`~qmplex.framing.RouteTable`), drops the lines
 nobody wants without decoding them, and tags the others with their route, so
 :meth:`Protocol.receive_into` decodes a wanted event once and calls its name's handler
-with it at once (in stream order with the replies: there is no message list).
+with it at once (in stream order with the replies: there is no message list). A run of
+routed lines goes through a C loop that does exactly that (``qmplex._deliver``,
+``csrc/deliver.c``) and hands back to the Python loop every line it does not deliver
+itself; without the extension the Python loop does it all.
 
 Bad peer input, and what happens to the connection:
 
@@ -450,9 +453,24 @@ class Protocol:
         loads = _loads  # orjson.loads, or with an old orjson its depth-checking wrapper
         event_t = Event
         new_event = _tuple_new
+        # Runs of routed lines go to the C loop when there is one (same work, no
+        # bytecode per line); what it hands back, and everything else, is done here.
+        deliver = _deliver if handlers_at is not None else None
         fields = iter(spans)  # ROUTED_FIELDS ints per line, unpacked by zip
         # No strict= keyword: zip() then skips its keyword parsing (~1k instructions).
         for tag, start, end in zip(fields, fields, fields):  # noqa: B905
+            if tag >= ROUTE_BASE and deliver is not None:
+                # It takes this line and the routed ones after it from `fields`.
+                code, tag, start, end = deliver(buf, tag, start, end, fields, names_at,
+                                                handlers_at, router, version, self)
+                if code != _DELIVER_LINE:
+                    if code != _DELIVER_CHANGED:
+                        return  # no line left, or a callback ended the connection
+                    # A callback (un)subscribed: as below.
+                    version = router.version  # type: ignore[union-attr]
+                    handlers_at = (router.dispatch,) * len(names_at)  # type: ignore[union-attr]
+                    continue
+                # A line for this loop: not routed, or one loads() refused.
             line = buf[start:end]
             if tag >= ROUTE_BASE:
                 # An event line of a wanted name (the splitter matched the name, so
@@ -600,6 +618,20 @@ class Protocol:
 
 
 _NO_ID: Any = object()
+
+# The C loop over routed event lines (csrc/deliver.c); None: the Python loop does it all.
+_deliver: Callable[..., tuple[int, int, int, int]] | None
+try:
+    from ._deliver import CHANGED as _DELIVER_CHANGED
+    from ._deliver import LINE as _DELIVER_LINE
+    from ._deliver import configure as _configure_deliver
+    from ._deliver import deliver as _deliver
+except ImportError:  # a build without it: the Python loop is the same, only slower
+    _deliver = None
+    _DELIVER_LINE = _DELIVER_CHANGED = 0
+else:
+    _configure_deliver(_loads, Event, callback_failed, State.CLOSED,
+                       orjson.JSONDecodeError, ROUTE_BASE)
 # Before READY, and without a router: every event line reported, none routed.
 _EVERY_EVENT = RouteTable((), catch_all=True)
 _READY = State.READY  # enum member lookups cost ~65 ns each on 3.11: bind once
