@@ -101,8 +101,6 @@ def _remove_builds(package: str, module: str) -> None:
 
 def _dev_build_deliver(package: str, tmpdir: str) -> str:
     """Compile ``qmplex._deliver`` into ``package``; return its path."""
-    import sysconfig
-
     from setuptools import Distribution, Extension
     from setuptools.command.build_ext import build_ext
 
@@ -114,8 +112,7 @@ def _dev_build_deliver(package: str, tmpdir: str) -> str:
     cmd.build_lib = os.path.join(tmpdir, "lib")
     cmd.ensure_finalized()
     cmd.run()
-    built = os.path.join(cmd.build_lib, "qmplex",
-                         "_deliver" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+    built = cmd.get_ext_fullpath(ext.name)
     _remove_builds(package, "_deliver")
     target = os.path.join(package, os.path.basename(built))
     shutil.copyfile(built, target)
