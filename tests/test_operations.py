@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import qmplex.names
 from qmplex import Client, Reactor
 from qmplex.errors import (
     Cancelled,
@@ -704,6 +705,10 @@ def test_wire_name() -> None:
     assert wire_name("ipv6_prefix") == "ipv6-prefix"
     assert wire_name("vnet_hdr") == "vnet_hdr"
     assert wire_name("poll_us") == "poll-us"
+    # one mapping for the whole library: the operations use the schema's rules
+    assert wire_name is qmplex.names.wire_name
+    assert wire_name("vnet_hdr_support") == "vnet_hdr_support"
+    assert wire_name("if_") == "if"
 
 
 def test_netdev_chardev_add_and_del(server: FakeQMPServer, client: Client) -> None:

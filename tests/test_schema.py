@@ -444,6 +444,13 @@ def test_underscore_constants_match_the_schema(schema: Schema) -> None:
     assert all("-" not in c for c in UNDERSCORE_COMMANDS)
     arguments = {a for c in schema.commands() for a in schema.argument_names(c) if "_" in a}
     assert arguments == UNDERSCORE_ARGUMENTS
+    # wire_name keeps both lists by default: no command or top-level argument is
+    # spelled like the dashed form of a listed name, so one set serves both
+    top_level = set(schema.commands()).union(
+        *(schema.argument_names(c) for c in schema.commands()))
+    for name in UNDERSCORE_COMMANDS | UNDERSCORE_ARGUMENTS:
+        assert name.replace("_", "-") not in top_level, name
+        assert wire_name(name) == name
 
 
 def test_wire_command(schema: Schema) -> None:

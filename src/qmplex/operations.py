@@ -53,6 +53,7 @@ from ._types import (
 from .errors import CommandError, ValidationError
 from .events import Event, EventFilter
 from .futures import Future
+from .names import wire_name  # re-exported: qmplex.operations.wire_name is that one
 from .protocol import QMPVersion
 
 __all__ = [
@@ -80,21 +81,9 @@ SCSI_DRIVERS = frozenset({"scsi-hd", "scsi-cd", "scsi-disk"})
 MIGRATION_FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 #: The events :meth:`Operations.system_powerdown` can wait for.
 _POWERDOWN_EVENTS = ("POWERDOWN", "SHUTDOWN")
-#: QMP member names spelled with an underscore, which :func:`wire_name` leaves alone.
-_UNDERSCORE_NAMES = frozenset({"vnet_hdr"})
 #: Netdev types that take ``ifname``, ``script`` and ``downscript``.
 _TAP_TYPES = frozenset({"tap"})
 _DECIMAL = re.compile(r"[0-9]+\Z")
-
-
-def wire_name(name: str) -> str:
-    """Return QMP's spelling of a Python argument name (``poll_us`` -> ``poll-us``).
-
-    A name QMP itself spells with an underscore (``vnet_hdr``) is returned unchanged.
-    """
-    if name in _UNDERSCORE_NAMES:
-        return name
-    return name.replace("_", "-")
 
 
 # ------------------------------------------------------------------ validation

@@ -4,8 +4,8 @@ This layer turns the return value of ``query-qmp-schema`` (a list of SchemaInfo 
 described in QEMU's ``qapi/introspect.json``) into a :class:`Schema`. A schema answers
 which commands, events, arguments and enum values a QEMU has, and checks a command's
 arguments before anything is sent. The module also maps Python spellings to QMP's
-(``blockdev_add`` -> ``blockdev-add``) and provides the dynamic namespace behind
-``client.call``. It never touches sockets: :func:`load_schema` and
+(``blockdev_add`` -> ``blockdev-add``, with :mod:`qmplex.names`) and provides the
+dynamic namespace behind ``client.call``. It never touches sockets: :func:`load_schema` and
 :class:`CallNamespace` go through ``Client.execute``.
 
 Theory of operation
@@ -39,7 +39,6 @@ many clients and threads (see the process-wide cache of :func:`load_schema`).
 from __future__ import annotations
 
 import difflib
-import keyword
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import CommandError, ProtocolError, ValidationError, excerpt
 from .futures import Future
+from .names import UNDERSCORE_ARGUMENTS, UNDERSCORE_COMMANDS, python_name, wire_name
 
 if TYPE_CHECKING:
     from .events import EventFilter
@@ -69,66 +69,6 @@ __all__ = [
     "wire_command",
     "wire_name",
 ]
-
-#: QMP commands spelled with ``_`` rather than ``-``: every such command of QEMU 7.2's
-#: schema, plus older ones since removed (``block_passwd``, ``migrate_set_downtime``,
-#: ``migrate_set_speed``). :func:`wire_name` keeps these as they are when it has no
-#: schema to ask. Names QMP spells with ``-`` (``human-monitor-command``,
-#: ``query-status``, ``x-blockdev-del``, ...) are the rule and are not listed.
-UNDERSCORE_COMMANDS: frozenset[str] = frozenset({
-    "add_client",
-    "block_passwd",
-    "block_resize",
-    "block_set_io_throttle",
-    "client_migrate_info",
-    "device_add",
-    "device_del",
-    "expire_password",
-    "migrate_cancel",
-    "migrate_set_downtime",
-    "migrate_set_speed",
-    "netdev_add",
-    "netdev_del",
-    "qmp_capabilities",
-    "set_link",
-    "set_password",
-    "system_powerdown",
-    "system_reset",
-    "system_wakeup",
-})
-
-#: Top-level command arguments (including the members of union variants) that QEMU
-#: 7.2's schema spells with ``_``: ``block_set_io_throttle``'s limits, ``netdev_add``'s
-#: tap ``vnet_hdr``, ``object-add``'s colo-compare, filter and input-linux properties.
-#: Used by :class:`CallNamespace` to spell keyword arguments when no schema is loaded.
-UNDERSCORE_ARGUMENTS: frozenset[str] = frozenset({
-    "bps_max",
-    "bps_max_length",
-    "bps_rd",
-    "bps_rd_max",
-    "bps_rd_max_length",
-    "bps_wr",
-    "bps_wr_max",
-    "bps_wr_max_length",
-    "compare_timeout",
-    "expired_scan_cycle",
-    "grab_all",
-    "iops_max",
-    "iops_max_length",
-    "iops_rd",
-    "iops_rd_max",
-    "iops_rd_max_length",
-    "iops_size",
-    "iops_wr",
-    "iops_wr_max",
-    "iops_wr_max_length",
-    "max_queue_size",
-    "notify_dev",
-    "primary_in",
-    "secondary_in",
-    "vnet_hdr",
-    "vnet_hdr_support",
-})
 
 # Commands whose arguments introspection does not fully describe: QEMU declares them
 # 'gen': false and hands every argument to its own parser. device_add passes unknown
@@ -242,80 +182,6 @@ class _Invalid(Exception):
         super().__init__(path, problem)
         self.path = path
         self.problem = problem
-
-
-# --------------------------------------------------------------------------- names
-def python_name(wire: str) -> str:
-    """Return the Python spelling of a QMP command or argument name.
-
-    ``-`` becomes ``_``, and a Python keyword gets a trailing ``_`` (the argument
-    ``if`` becomes ``if_``), so the result can be written as an attribute or a keyword
-    argument. :func:`wire_name` reverses it.
-
-    Args:
-        wire: the name as QMP spells it, e.g. ``"blockdev-add"`` or ``"node-name"``.
-
-    Returns:
-        e.g. ``"blockdev_add"``, ``"node_name"``; ``"device_add"`` stays.
-    """
-    name = wire.replace("-", "_")
-    if keyword.iskeyword(name):
-        name += "_"
-    return name
-
-
-def _dashed(name: str) -> str:
-    # A downstream extension keeps its "__RFQDN_" prefix (e.g. "__com.redhat_"): only
-    # the part after it is the name proper.
-    if name.startswith("__") and "." in name:
-        dot = name.rfind(".")
-        cut = name.find("_", dot)
-        if cut >= 0:
-            return name[: cut + 1] + name[cut + 1:].replace("_", "-")
-    return name.replace("_", "-")
-
-
-def wire_name(
-    python: str,
-    candidates: Collection[str] | None = None,
-    *,
-    underscored: Collection[str] = UNDERSCORE_COMMANDS,
-) -> str:
-    """Return the QMP spelling of a Python name.
-
-    QMP mixes ``_`` and ``-`` (``device_add``, ``query-status``, ``x-blockdev-del``), so
-    the spelling comes from ``candidates`` (the names the schema has) when given:
-    ``python`` itself if it is there, else its dashed form, else any candidate whose
-    :func:`python_name` is ``python``. Without candidates, or when none matches,
-    names in ``underscored`` keep their ``_`` and every other ``_`` becomes ``-``.
-    A trailing ``_`` after a Python keyword is dropped (``if_`` -> ``if``).
-
-    Args:
-        python: e.g. ``"blockdev_add"``, ``"node_name"``.
-        candidates: the wire names to choose from (e.g. ``Schema.command_names``), or
-            None.
-        underscored: the names known to be spelled with ``_`` (the default is
-            :data:`UNDERSCORE_COMMANDS`; pass :data:`UNDERSCORE_ARGUMENTS` for
-            arguments).
-
-    Returns:
-        e.g. ``"blockdev-add"``, ``"device_add"``, ``"node-name"``.
-    """
-    name = python
-    if name.endswith("_") and keyword.iskeyword(name[:-1]):
-        name = name[:-1]
-    if candidates is not None:
-        if name in candidates:
-            return name
-        dashed = _dashed(name)
-        if dashed in candidates:
-            return dashed
-        for candidate in candidates:
-            if python_name(candidate) == python:
-                return candidate
-    if name in underscored:
-        return name
-    return _dashed(name)
 
 
 # ---------------------------------------------------------------------------- schema
@@ -968,7 +834,7 @@ class Call:
                 if key.startswith("_"):
                     raise TypeError(f"{python_name(name)}() got an unknown option {key!r} "
                                     "(options: _timeout, _until, _oob, _fds)")
-                wire = wire_name(key, known, underscored=UNDERSCORE_ARGUMENTS)
+                wire = wire_name(key, known)
                 if wire in args:
                     raise ValidationError(f"{name}: {wire}: argument given twice")
                 args[wire] = value
