@@ -1,0 +1,175 @@
+"""``client.call``: every QMP command as a Python method, validated before sending.
+
+:class:`CallNamespace` turns an attribute (``call.blockdev_add``) into a :class:`Call`
+for the command's wire name, and a :class:`Call` turns Python keyword arguments into
+QMP arguments, validates them when it has a :class:`~qmplex.schema.Schema`, and submits
+the command through the client's ``execute``. Names are mapped by
+:func:`~qmplex.names.wire_name` and :func:`~qmplex.names.python_name` only. Both classes
+are built from a client and an optional schema (``CallNamespace(client, schema)``) and
+keep no other state: they never load a schema nor set anything on the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ValidationError
+from ..names import python_name, wire_name
+from .validate import show
+
+if TYPE_CHECKING:
+    from ..events import EventFilter
+    from ..futures import Future
+    from .executor import SchemaClient
+    from .model import Argument, Schema
+
+__all__ = ["Call", "CallNamespace"]
+
+
+class Call:
+    """One command of :class:`CallNamespace`, ready to be called.
+
+    Calling it validates (when a schema is loaded) and submits the command::
+
+        client.call.blockdev_add(driver="null-co", node_name="b0", _timeout=5)
+        client.call["query-status"]()
+        client.call.object_add({"qom-type": "iothread", "id": "io0"})
+
+    Arguments:
+
+    - keyword arguments are top-level QMP arguments in Python spelling:
+      ``node_name`` is sent as ``node-name``, unless the command spells it with ``_``
+      (e.g. ``block_set_io_throttle``'s ``bps_rd``); a keyword gets a trailing ``_``
+      (``if_``). Values, nested objects included, are sent as given: their keys are
+      never renamed.
+    - one optional positional mapping holds arguments in exact wire spelling (merged
+      with the keywords; a name given both ways is an error).
+    - options of :meth:`Client.execute` take a leading underscore, because no QMP
+      name can start with one (QAPI names start with a letter) while plain names
+      collide: ``blockdev-add`` has a ``timeout`` argument (http driver) and
+      ``netdev_add`` has ``fds`` (tap). They are ``_timeout``, ``_until``, ``_oob`` and
+      ``_fds``.
+
+    Attributes:
+        name: the command's wire name.
+    """
+
+    __slots__ = ("_client", "_schema", "name")
+
+    def __init__(self, client: SchemaClient, schema: Schema | None, name: str) -> None:
+        self._client = client
+        self._schema = schema
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<qmplex call {self.name!r}>"
+
+    @property
+    def arguments(self) -> list[Argument]:
+        """The command's arguments per the schema (empty without a schema).
+
+        Raises:
+            ValidationError: the schema does not have this command.
+        """
+        return [] if self._schema is None else self._schema.arguments(self.name)
+
+    def __call__(
+        self,
+        arguments: Mapping[str, Any] | None = None,
+        /,
+        *,
+        _timeout: float | None = None,
+        _until: EventFilter | None = None,
+        _oob: bool = False,
+        _fds: Sequence[int] = (),
+        **kwargs: Any,
+    ) -> Future[Any]:
+        """Validate and submit the command; see the class docstring.
+
+        Returns:
+            The future of :meth:`Client.execute`.
+
+        Raises:
+            ValidationError: the schema rejects the command or its arguments (nothing
+                is sent), or an argument is given twice, or ``_oob`` is set for a
+                command the schema does not allow out of band.
+            TypeError: an unknown ``_``-prefixed option.
+            StateError: as :meth:`Client.execute`.
+        """
+        name = self.name
+        schema = self._schema
+        args: dict[str, Any] = {}
+        if arguments is not None:
+            if not isinstance(arguments, Mapping):
+                raise ValidationError(f"{name}: the positional argument must be a mapping "
+                                      f"of wire names to values, got {show(arguments)}")
+            args.update(arguments)
+        if kwargs:
+            known: Collection[str] | None = None
+            if schema is not None and schema.has_command(name):
+                known = schema.argument_names(name)
+            for key, value in kwargs.items():
+                if key.startswith("_"):
+                    raise TypeError(f"{python_name(name)}() got an unknown option {key!r} "
+                                    "(options: _timeout, _until, _oob, _fds)")
+                wire = wire_name(key, known)
+                if wire in args:
+                    raise ValidationError(f"{name}: {wire}: argument given twice")
+                args[wire] = value
+        if schema is not None:
+            schema.validate(name, args)
+            if _oob and not schema.allows_oob(name):
+                raise ValidationError(f"{name}: cannot be sent out of band "
+                                      "(the schema does not allow OOB for it)")
+        return self._client.execute(name, args or None, timeout=_timeout, until=_until,
+                                    oob=_oob, fds=_fds)
+
+
+class CallNamespace:
+    """Every QMP command as an attribute: ``client.call.<python_name>(...)``.
+
+    ``client.call.blockdev_add(driver="null-co", node_name="b0")`` runs
+    ``execute("blockdev-add", {"driver": "null-co", "node-name": "b0"})`` after
+    validating it against the schema; ``client.call["query-status"]()`` names a command
+    exactly. See :class:`Call` for the argument rules and the ``_timeout`` option.
+
+    Without a schema (none loaded yet) names are mapped by the rules of
+    :func:`~qmplex.names.wire_name` and nothing is validated: QEMU then reports the
+    errors.
+
+    Args:
+        client: the client to execute on.
+        schema: its peer's schema, or None.
+    """
+
+    __slots__ = ("_client", "_schema")
+
+    def __init__(self, client: SchemaClient, schema: Schema | None) -> None:
+        self._client = client
+        self._schema = schema
+
+    @property
+    def schema(self) -> Schema | None:
+        """The schema used for names and validation (None: none loaded)."""
+        return self._schema
+
+    def __getattr__(self, name: str) -> Call:
+        if name.startswith("_"):  # dunder probes (copy, pickle, IPython) are not commands
+            raise AttributeError(name)
+        schema = self._schema
+        wire = wire_name(name, schema.command_names if schema is not None else None)
+        return Call(self._client, schema, wire)
+
+    def __getitem__(self, name: str) -> Call:
+        return Call(self._client, self._schema, name)
+
+    def __dir__(self) -> list[str]:
+        names = set(object.__dir__(self))
+        if self._schema is not None:
+            names.update(python_name(c) for c in self._schema.command_names)
+        return sorted(names)
+
+    def __repr__(self) -> str:
+        return f"<qmplex CallNamespace schema={self._schema!r}>"
+
