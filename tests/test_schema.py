@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 import qmplex
-from qmplex import CommandError, ConnectionLost, EventFilter, ProtocolError, ValidationError
+from qmplex import (
+    Client,
+    ClientState,
+    CommandError,
+    ConnectionLost,
+    EventFilter,
+    ProtocolError,
+    ValidationError,
+)
 from qmplex.futures import Future
 from qmplex.protocol import QMPVersion
 from qmplex.reactor import Reactor
@@ -35,6 +43,8 @@ from qmplex.schema import (
     wire_name,
 )
 from qmplex.testing import fake_server
+
+from .peer import ScriptedPeer
 
 DATA = Path(__file__).parent / "data" / "qmp-schema-7.2.json"
 V72 = QMPVersion(7, 2, 22, "Debian 1:7.2+dfsg-7+deb12u7", ("oob",))
@@ -476,9 +486,11 @@ def test_wire_command(schema: Schema) -> None:
 
 # ------------------------------------------------------------------- clients
 class FakeClient:
-    """Records execute() calls and answers from a table, with detached futures."""
+    """Records execute() calls and answers from a table, with detached futures.
 
-    reactor: Reactor | None = None
+    It has only what :class:`~qmplex.schema.SchemaClient` asks for: ``version`` and
+    ``execute``.
+    """
 
     def __init__(self, version: QMPVersion | None = V72,
                  replies: dict[str, Any] | None = None) -> None:
@@ -664,33 +676,31 @@ def _replies(info: list[dict[str, Any]]) -> dict[str, Any]:
     return {"query-qmp-schema": info, "query-target": {"arch": "x86_64"}}
 
 
-def test_load_schema_once_per_connection(info: list[dict[str, Any]]) -> None:
+def test_load_schema_sets_nothing_on_the_client(info: list[dict[str, Any]]) -> None:
     client = FakeClient(replies=_replies(info))
-    assert loaded_schema(client) is None
+    before = dict(vars(client))
     first = load_schema(client).result()
     assert isinstance(first, Schema) and first.has_command("blockdev-add")
     assert first.version == V72
     assert client.names() == ["query-target", "query-qmp-schema"]
-    assert load_schema(client).result() is first
-    assert load_schema(client, cache=False).result() is first  # same connection
-    assert client.names() == ["query-target", "query-qmp-schema"]
-    assert loaded_schema(client) is first
-    # a new connection to another version (the client's memo no longer applies)
-    client.version = QMPVersion(8, 0, 0, "Debian 1:8.0")
-    assert loaded_schema(client) is None
-    assert load_schema(client).result() is not first
+    # every call is a new load (the client keeps the per-connection memo, not us)
+    second = load_schema(client)
+    assert second.result() is first  # from the process-wide cache
+    assert client.names() == ["query-target", "query-qmp-schema", "query-target"]
+    third = load_schema(client, cache=False).result()
+    assert third is not first and third.has_command("blockdev-add")
+    CallNamespace(client, first).query_status()
+    assert vars(client).keys() == before.keys()
+    assert all(vars(client)[name] is value for name, value in before.items())
 
 
-def test_load_schema_shares_pending_load(info: list[dict[str, Any]]) -> None:
+def test_load_schema_version_is_the_clients_when_built(info: list[dict[str, Any]]) -> None:
     client = FakeClient(replies=_replies(info))
-    client.hold["query-qmp-schema"] = Future()
-    a = load_schema(client)
-    b = load_schema(client)
-    assert a is b and not a.done()
-    assert loaded_schema(client) is None
-    client.hold["query-qmp-schema"].set_result(info)
-    assert a.result() is b.result()
-    assert client.names() == ["query-target", "query-qmp-schema"]
+    assert load_schema(client).result().version == V72
+    client.version = QMPVersion(8, 0, 0, "Debian 1:8.0")  # another QEMU
+    other = load_schema(client).result()
+    assert other.version == client.version
+    assert client.names()[-2:] == ["query-target", "query-qmp-schema"]  # not cached
 
 
 def test_load_schema_process_cache(info: list[dict[str, Any]]) -> None:
@@ -730,7 +740,7 @@ def test_load_schema_without_query_target(info: list[dict[str, Any]]) -> None:
     assert two.names() == ["query-target", "query-qmp-schema"]
 
 
-def test_load_schema_failures_are_retried(info: list[dict[str, Any]]) -> None:
+def test_load_schema_failures(info: list[dict[str, Any]]) -> None:
     lost = ConnectionLost("gone")
     client = FakeClient(replies={"query-target": lost})
     with pytest.raises(ConnectionLost):
@@ -740,7 +750,6 @@ def test_load_schema_failures_are_retried(info: list[dict[str, Any]]) -> None:
                                                        "no")}
     with pytest.raises(CommandError):
         load_schema(client, cache=False).result()
-    assert loaded_schema(client) is None
     client.replies = {"query-qmp-schema": "not a schema"}
     with pytest.raises(ProtocolError, match="the schema is not a list"):
         load_schema(client, cache=False).result()
@@ -758,6 +767,15 @@ def test_load_schema_cancel(info: list[dict[str, Any]]) -> None:
     assert load_schema(client).result().has_command("device_add")
 
 
+def test_load_schema_cancel_while_fetching(info: list[dict[str, Any]]) -> None:
+    client = FakeClient(replies=_replies(info))
+    client.hold["query-qmp-schema"] = Future()
+    fut = load_schema(client)
+    assert client.names() == ["query-target", "query-qmp-schema"]
+    assert fut.cancel()
+    assert client.hold["query-qmp-schema"].cancelled()
+
+
 def test_load_schema_started_while_connecting(info: list[dict[str, Any]]) -> None:
     client = FakeClient(version=None, replies=_replies(info))
     client.hold["query-target"] = Future()
@@ -766,7 +784,6 @@ def test_load_schema_started_while_connecting(info: list[dict[str, Any]]) -> Non
     client.hold.pop("query-target").set_result({"arch": "x86_64"})
     schema = fut.result()
     assert schema.version == V72
-    assert load_schema(client) is fut and loaded_schema(client) is schema
 
 
 def test_load_schema_cache_is_bounded(info: list[dict[str, Any]]) -> None:
@@ -788,11 +805,12 @@ def test_with_a_real_client_over_the_fake_server(info: list[dict[str, Any]]) -> 
         srv.on("query-target", returns={"arch": "x86_64", "cpu": "qemu64"})
         client = qmplex.connect(srv.path, timeout=5)
         try:
-            schema = load_schema(client).result(timeout=5)
+            schema = client.load_schema().result(timeout=5)
             assert schema.has_command("blockdev-add")
-            assert load_schema(client).result(timeout=5) is schema
-            assert loaded_schema(client) is schema
-            call = CallNamespace(client, schema)
+            assert client.load_schema().result(timeout=5) is schema
+            assert client.schema is schema
+            call = client.call
+            assert call.schema is schema
             assert call.query_status().result(timeout=5)["status"] == "prelaunch"
             with pytest.raises(ValidationError, match="query-status: verbose: unknown"):
                 call.query_status(verbose=True)
@@ -803,3 +821,115 @@ def test_with_a_real_client_over_the_fake_server(info: list[dict[str, Any]]) -> 
             assert srv.received[-1]["arguments"] == {"driver": "null-co", "node-name": "b0"}
         finally:
             client.close()
+
+
+# ------------------------------------------------- the client's per-connection memo
+# A small schema: a 200 KB reply would not fit in the socketpair's buffer twice.
+TINY = [{"name": "query-status", "meta-type": "command", "arg-type": "0", "ret-type": "0"},
+        {"name": "0", "meta-type": "object", "members": []}]
+
+
+def _answer(peer: ScriptedPeer) -> list[str]:
+    """Answer the schema commands the client sends; return their names in order."""
+    names: list[str] = []
+    for _ in range(3):  # query-target, then query-qmp-schema once the first is answered
+        for msg in peer.read():
+            names.append(msg["execute"])
+            peer.reply(msg, {"arch": "x86_64"} if msg["execute"] == "query-target" else TINY)
+    return names
+
+
+def test_client_loads_the_schema_once_per_connection(peer: ScriptedPeer) -> None:
+    client = peer.client
+    attributes = set(vars(client))
+    assert client.schema is None and client.call.schema is None
+    fut = client.load_schema()
+    assert client.load_schema() is fut and not fut.done()  # a pending load is shared
+    assert client.schema is None
+    assert _answer(peer) == ["query-target", "query-qmp-schema"]
+    peer.until(fut.done)
+    schema = fut.result()
+    assert schema.has_command("query-status") and schema.version == client.version
+    assert client.schema is schema and client.call.schema is schema
+    assert client.load_schema() is fut
+    assert client.load_schema(cache=False) is fut  # same connection
+    assert peer.read() == []  # nothing more was sent
+    assert set(vars(client)) == attributes  # the client's own memo, no new attribute
+
+
+def test_client_schema_memo_resets_on_reconnect(reactor: Reactor) -> None:
+    client = Client(reactor)
+    first = ScriptedPeer(reactor, client)
+    second: ScriptedPeer | None = None
+    try:
+        first.handshake()
+        fut = client.load_schema()
+        assert _answer(first) == ["query-target", "query-qmp-schema"]
+        first.until(fut.done)
+        schema = fut.result()
+        first.close()  # "QEMU restarted"
+        first.until(lambda: client.state is ClientState.DISCONNECTED)
+        second = ScriptedPeer(reactor, client)
+        second.handshake()
+        assert client.schema is None and client.call.schema is None
+        again = client.load_schema()
+        assert again is not fut
+        # the memo started afresh (query-target again); the build's cache answered
+        assert _answer(second) == ["query-target"]
+        second.until(again.done)
+        assert again.result() is schema and client.schema is schema
+        assert client.load_schema(cache=False) is again
+    finally:
+        client.close()
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_client_retries_a_failed_or_cancelled_load(peer: ScriptedPeer) -> None:
+    client = peer.client
+    failed = client.load_schema(cache=False)
+    (cmd,) = peer.read()
+    peer.reply(cmd, error=("GenericError", "no schema today"))
+    peer.until(failed.done)
+    with pytest.raises(CommandError):
+        failed.result()
+    assert client.schema is None
+    cancelled = client.load_schema(cache=False)
+    assert cancelled is not failed
+    (cmd,) = peer.read()
+    assert cancelled.cancel()
+    peer.reply(cmd, TINY)  # a late reply is discarded
+    peer.pump()
+    assert client.schema is None
+    loaded = client.load_schema(cache=False)
+    assert loaded is not cancelled
+    assert _answer(peer) == ["query-qmp-schema"]
+    peer.until(loaded.done)
+    assert client.schema is loaded.result()
+
+
+def test_client_load_started_while_connecting(reactor: Reactor) -> None:
+    client = Client(reactor)
+    peer = ScriptedPeer(reactor, client)  # connecting: no greeting yet
+    try:
+        fut = client.load_schema()
+        peer.handshake()  # query-target was held until negotiation completed
+        assert _answer(peer) == ["query-target", "query-qmp-schema"]
+        peer.until(fut.done)
+        schema = fut.result()
+        assert schema.version == client.version
+        assert client.load_schema() is fut and client.schema is schema
+    finally:
+        client.close()
+        peer.close()
+
+
+def test_loaded_schema_is_a_deprecated_alias(peer: ScriptedPeer) -> None:
+    with pytest.deprecated_call():
+        assert loaded_schema(peer.client) is None
+    fut = peer.client.load_schema()
+    _answer(peer)
+    peer.until(fut.done)
+    with pytest.deprecated_call():
+        assert loaded_schema(peer.client) is fut.result()

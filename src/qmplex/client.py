@@ -280,22 +280,34 @@ class Client(Operations):
         return queued + sent + len(self._answered)
 
     # ------------------------------------------------------------------ schema
+    # BEGIN schema block. The client owns its connection's schema load:
+    # self._schema_load (None in __init__ and again in _begin_connect, i.e. on every
+    # connect) holds the future of the load; qmplex.schema keeps nothing on the client.
+    # The schema package is imported on first use (it is a tenth of `import qmplex`).
     def load_schema(self, *, cache: bool = True) -> Future[Schema]:
         """Load the peer's schema (``query-qmp-schema``) once per connection.
 
+        Calls while it loads, or after it loaded, return the same future; a failed or
+        cancelled load is retried by the next call, and each connect starts afresh.
+        Cancelling the returned future cancels the load for every caller sharing it.
         With ``cache=True`` a schema already loaded from the same QEMU build (version,
-        package and target) in this process is reused. See :func:`qmplex.schema.load_schema`.
+        package and target) in this process is reused. See
+        :func:`qmplex.schema.load_schema`.
         """
-        from .schema import load_schema
+        fut = self._schema_load
+        if fut is None or (fut.done() and fut.exception() is not None):
+            from .schema import load_schema
 
-        return load_schema(self, cache=cache)
+            fut = self._schema_load = load_schema(self, cache=cache)
+        return fut
 
     @property
     def schema(self) -> Schema | None:
         """The peer's schema once :meth:`load_schema` completed on this connection."""
-        from .schema import loaded_schema
-
-        return loaded_schema(self)
+        fut = self._schema_load
+        if fut is None or not fut.done() or fut.exception() is not None:
+            return None
+        return fut.result()
 
     @property
     def call(self) -> CallNamespace:
@@ -307,9 +319,10 @@ class Client(Operations):
         completed, arguments are validated before anything is sent. Exact names:
         ``client.call["query-status"]()``.
         """
-        from .schema import CallNamespace, loaded_schema
+        from .schema import CallNamespace
 
-        return CallNamespace(self, loaded_schema(self))
+        return CallNamespace(self, self.schema)
+    # END schema block.
 
     @property
     def dropped_events(self) -> int:

@@ -177,14 +177,16 @@ def test_schema_cache_across_connections(qmp_path: str) -> None:
     try:
         first = _connect(qmp_path)
         try:
-            schema = load_schema(first).result(timeout=10)
-            assert load_schema(first).result(timeout=10) is schema  # once per connection
+            schema = first.load_schema().result(timeout=10)
+            assert first.load_schema().result(timeout=10) is schema  # once per connection
+            assert first.schema is schema
         finally:
             first.close()
         second = _connect(qmp_path)  # QMP serves one client at a time: after the first
         try:
             sent = second.commands_sent
-            assert load_schema(second).result(timeout=10) is schema
+            assert second.schema is None  # the memo belongs to the connection
+            assert second.load_schema().result(timeout=10) is schema
             assert second.commands_sent == sent + 1  # query-target only
         finally:
             second.close()

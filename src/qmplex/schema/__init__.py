@@ -3,8 +3,9 @@
 This layer turns the return value of ``query-qmp-schema`` into a :class:`Schema`,
 which answers which commands, events, arguments and enum values a QEMU has and checks
 a command's arguments before anything is sent, and provides the dynamic namespace
-behind ``client.call``. It never touches sockets: it goes through the client's
-``execute``.
+behind ``client.call``. It never touches sockets and never sets anything on a client:
+it goes through the client's ``execute``, and the client keeps its own per-connection
+memo of the schema (:meth:`qmplex.Client.load_schema`, :attr:`qmplex.Client.schema`).
 
 One job per module:
 

@@ -2,7 +2,7 @@
 
 :func:`~qmplex.schema.load_schema` and :class:`~qmplex.schema.CallNamespace` take any
 object with these two members (``qmplex.Client`` has them, and tests pass fakes); they
-call ``execute`` and read ``version``.
+only call ``execute`` and read ``version``, and never set anything on it.
 """
 
 from __future__ import annotations
