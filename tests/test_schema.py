@@ -180,18 +180,39 @@ def test_describe_types(schema: Schema) -> None:
 
 
 # --------------------------------------------------------------- validation
-def test_valid_arguments_pass(schema: Schema) -> None:
-    schema.validate("query-status", None)
-    schema.validate("query-status", {})
-    schema.validate("device_del", {"id": "d0"})
-    schema.validate("qom-list", {"path": "/machine/peripheral"})
-    schema.validate("blockdev-add", {"driver": "null-co", "node-name": "b0"})
-    schema.validate("blockdev-add", {"driver": "null-co", "node-name": "b0", "size": 1 << 30,
-                                     "read-zeroes": True, "cache": {"direct": False}})
-    schema.validate("migrate-set-capabilities",
-                    {"capabilities": [{"capability": "events", "state": True}]})
-    schema.validate("migrate-set-capabilities", {"capabilities": ()})  # tuples are arrays
-    schema.validate("qmp_capabilities", {"enable": ["oob"]})
+# Each valid case comes with a near miss that differs from it in one place and must be
+# rejected there, so this test fails if validate() accepts everything.
+@pytest.mark.parametrize(("command", "valid", "near_miss", "message"), [
+    ("query-status", None, {"verbose": True},
+     "query-status: verbose: unknown argument; expected one of: (none)"),
+    ("query-status", {}, [],
+     "query-status: arguments must be an object (a mapping), got array"),
+    ("device_del", {"id": "d0"}, {"id": 0}, "device_del: id: expected str, got int 0"),
+    ("qom-list", {"path": "/machine/peripheral"}, {"path": ["/machine/peripheral"]},
+     "qom-list: path: expected str, got array"),
+    ("blockdev-add", {"driver": "null-co", "node-name": "b0"},
+     {"driver": "null_co", "node-name": "b0"},
+     "blockdev-add: driver: 'null_co' is not a valid value (did you mean 'null-co'"),
+    ("blockdev-add", {"driver": "null-co", "node-name": "b0", "size": 1 << 30,
+                      "read-zeroes": True, "cache": {"direct": False}},
+     {"driver": "null-co", "node-name": "b0", "size": 1 << 30,
+      "read-zeroes": True, "cache": {"direct": "false"}},
+     "blockdev-add: cache.direct: expected bool, got str 'false'"),
+    ("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]},
+     {"capabilities": [{"capability": "events", "state": "true"}]},
+     "migrate-set-capabilities: capabilities[0].state: expected bool, got str 'true'"),
+    # tuples are arrays, and their items are checked too
+    ("migrate-set-capabilities", {"capabilities": ()},
+     {"capabilities": ({"capability": "events"},)},
+     "migrate-set-capabilities: capabilities[0].state: missing required argument "
+     "(expected bool)"),
+    ("qmp_capabilities", {"enable": ["oob"]}, {"enable": ["OOB"]},
+     "qmp_capabilities: enable[0]: 'OOB' is not a valid value"),
+], ids=["none", "empty", "str", "path", "enum", "nested", "array", "tuple", "enum-array"])
+def test_valid_arguments_pass(schema: Schema, command: str, valid: Any, near_miss: Any,
+                              message: str) -> None:
+    schema.validate(command, valid)
+    assert _error(schema, command, near_miss).startswith(message)
 
 
 def test_nested_flat_union(schema: Schema) -> None:
