@@ -15,7 +15,14 @@ The hierarchy::
      +-- ValidationError                 arguments rejected before anything was sent
      +-- StateError                      caller misuse: closed client, blocking inside a callback
      +-- Timeout(QMPError, TimeoutError) a deadline passed
+     |    +-- OperationTimeout           the operation's own timeout: its future failed
+     |    +-- WaitTimeout                result(timeout) stopped waiting: the future is
+     |                                   still pending (wait again, or cancel it)
      +-- Cancelled                       the operation was cancelled
+
+Errors about a connection name it (``.connection``: the client's ``name``, by default
+its socket path) in their message, so that a manager running hundreds of VMs can tell
+which one failed.
 
 Errors caused by the peer (``ProtocolError`` and its children) are raised by the layer
 that detects them (framing, protocol) and fail only that connection; the reactor and
@@ -40,6 +47,8 @@ __all__ = [
     "ValidationError",
     "StateError",
     "Timeout",
+    "OperationTimeout",
+    "WaitTimeout",
     "Cancelled",
     "EXCERPT_BYTES",
     "excerpt",
@@ -65,8 +74,20 @@ class ConnectError(QMPError):
     """Connecting to the QMP socket or reading its greeting failed."""
 
 
+def _named(connection: str | None, message: str) -> str:
+    return message if connection is None else f"{connection}: {message}"
+
+
 class ConnectionLost(QMPError):
-    """The connection ended (EOF, reset, close) while an operation was pending."""
+    """The connection ended (EOF, reset, close) while an operation was pending.
+
+    Attributes:
+        connection: the name of the client whose connection ended (None if unknown).
+    """
+
+    def __init__(self, message: str, *, connection: str | None = None) -> None:
+        self.connection = connection
+        super().__init__(_named(connection, message))
 
 
 class ProtocolError(QMPError):
@@ -124,6 +145,7 @@ class CommandError(QMPError):
         error_class: QMP's error class, e.g. ``"GenericError"``, ``"DeviceNotFound"``.
         desc: QMP's human-readable description.
         arguments: the arguments that were sent (may be ``None``).
+        connection: the name of the client that sent it (None if unknown).
     """
 
     def __init__(
@@ -132,12 +154,15 @@ class CommandError(QMPError):
         error_class: str,
         desc: str,
         arguments: dict[str, Any] | None = None,
+        *,
+        connection: str | None = None,
     ) -> None:
         self.command = command
         self.error_class = error_class
         self.desc = desc
         self.arguments = arguments
-        super().__init__(f"{command}: {error_class}: {desc}")
+        self.connection = connection
+        super().__init__(_named(connection, f"{command}: {error_class}: {desc}"))
 
 
 class ValidationError(QMPError, ValueError):
@@ -153,7 +178,33 @@ class StateError(QMPError):
 
 
 class Timeout(QMPError, TimeoutError):
-    """A deadline passed before the operation completed."""
+    """A deadline passed before the operation completed (see its two kinds).
+
+    Attributes:
+        connection: the name of the client concerned (None if unknown).
+        command: the command concerned (None if it was not one command).
+    """
+
+    def __init__(self, message: str, *, connection: str | None = None,
+                 command: str | None = None) -> None:
+        self.connection = connection
+        self.command = command
+        super().__init__(_named(connection, message))
+
+
+class OperationTimeout(Timeout):
+    """The operation's own ``timeout`` passed: its future failed with this error.
+
+    A command that was already written may still run in QEMU; its late reply (or
+    event) is discarded.
+    """
+
+
+class WaitTimeout(Timeout):
+    """``Future.result(timeout)`` (or ``exception(timeout)``) stopped waiting.
+
+    The future is still pending: wait again, or cancel it.
+    """
 
 
 class Cancelled(QMPError):

@@ -9,44 +9,50 @@ This layer knows nothing of QMP. It owns:
   began, so a callback that schedules another cannot starve I/O;
 - a heap of timers with lazy cancellation (a cancelled timer stays in the heap until it
   reaches the top, and the heap is compacted once more than half of it is cancelled);
-- ``call_soon_threadsafe``: the only entry from other threads, a deque plus a wake-up
-  socket pair;
-- adaptive busy-polling: while ``Future.result()`` drives the reactor, a pass may poll
-  without sleeping for a few tens of microseconds before it sleeps in the selector
-  (see :class:`Reactor`'s ``busy_poll``).
+- the only entry from other threads, :meth:`Reactor.call_soon_threadsafe`: a deque plus
+  a wake-up socket pair; :meth:`Reactor.run_in_reactor` and :meth:`Reactor.submit` are
+  built on it;
+- a wake-up hook (:meth:`Reactor.set_wakeup_hook`) through which an outer event loop
+  that drives the reactor (``qmplex.aio``) learns that work was queued.
 
-Theory of operation: a thread "drives" the reactor while it is inside :meth:`Reactor.run`
-or :meth:`Reactor.run_once`. Only one thread drives a reactor at a time (taking the drive
-is an atomic test-and-set, never a wait: a thread that finds it taken is refused); any
-thread may drive an idle reactor (``Future.result()`` does so, entering once for all the
-passes it needs). Callbacks run on the driving thread, one at a time; an exception
-escaping a callback is logged through the ``qmplex.reactor`` logger and never stops the
-reactor.
+Theory of operation
+-------------------
+A thread *drives* the reactor while it holds the reactor's drive lock: inside
+:meth:`Reactor.run` or :meth:`Reactor.run_once`, while ``Future.result()`` runs passes
+for the future it waits on, or for the length of one :meth:`Reactor.run_in_reactor`
+call on an idle reactor. Taking the drive never waits (a non-blocking acquire): a thread
+that finds it taken either hands its work over (:meth:`run_in_reactor`), waits for
+what it needs (``Future.result()``), or is refused (:meth:`run` raises ``StateError``).
+Everything that touches reactor-owned state (clients, their queues, subscriptions,
+futures) runs on the driving thread, one callback at a time: there are no other locks.
+
+"The reactor thread" below means the thread that drives it at that moment. Callbacks
+run on it; an exception escaping a callback is logged through the ``qmplex.reactor``
+logger and never stops the reactor.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import heapq
 import logging
-import math
 import select
 import selectors
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
-from .errors import StateError
-from .futures import _PENDING
+from .errors import StateError, WaitTimeout
 
-if TYPE_CHECKING:
-    from .futures import Future
-
-__all__ = ["Reactor", "Handle", "TimerHandle", "DEFAULT_BUSY_POLL"]
+__all__ = ["Reactor", "Handle", "TimerHandle", "Waitable"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -59,15 +65,13 @@ _NOT_IN = ~_IN
 _NOT_OUT = ~_OUT
 _HAS_EPOLL = hasattr(select, "epoll")
 _get_ident = threading.get_ident
-_active_threads = threading.active_count
 if _HAS_EPOLL:
     assert select.EPOLLIN == _IN and select.EPOLLOUT == _OUT
 
-#: The default longest busy-poll before a pass sleeps, in seconds (see :class:`Reactor`).
-DEFAULT_BUSY_POLL = 100e-6
-# After the window closes for the k-th time in a row (polling found nothing), the next
-# 2**k quick waits leave it shut, up to this many.
-_BUSY_BACKOFF_MAX = 1024
+# Rounds of ready callbacks that close() runs before it releases the reactor (a
+# callback may schedule another; the bound keeps a callback that always reschedules
+# itself from holding close() forever).
+_CLOSE_ROUNDS = 100
 
 
 def _selector_events(events: int) -> int:
@@ -86,6 +90,19 @@ def _fd_of(fileobj: Any) -> int:
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
+
+
+class Waitable(Protocol):
+    """What :meth:`Reactor.wait_until_done` waits on (a ``qmplex.Future`` is one)."""
+
+    def done(self) -> bool:
+        """True once there is nothing left to wait for."""
+
+    def _add_wakeup(self, wakeup: Callable[[], object]) -> None:
+        """Call ``wakeup()`` (from any thread) as soon as :meth:`done` is True."""
+
+    def _remove_wakeup(self, wakeup: Callable[[], object]) -> None:
+        """Forget a ``wakeup`` registered before."""
 
 
 class Handle:
@@ -111,6 +128,10 @@ class Handle:
             self._callback(*self._args)
         except Exception:
             logger.exception("callback %r raised", self._callback)
+
+    def __repr__(self) -> str:
+        state = " cancelled" if self._cancelled else ""
+        return f"<{type(self).__name__} {self._callback!r}{state}>"
 
 
 class TimerHandle(Handle):
@@ -150,36 +171,12 @@ class Reactor:
         selector: a ``selectors`` selector to use. By default the reactor polls an
             ``epoll`` object directly where the OS has one (Linux), else it uses
             ``selectors.DefaultSelector()``.
-        busy_poll: the longest a thread waiting in ``Future.result()`` polls without
-            sleeping before it sleeps in the selector, in seconds (0 turns busy-polling
-            off).
+        busy_poll: deprecated and ignored (the reactor no longer busy-polls).
 
-    Busy-polling: a thread that sleeps in the selector pays a wake-up when I/O arrives
-    (tens of microseconds on a virtual machine, often more than the peer takes to
-    answer), so a client doing one command after another would spend most of each
-    round trip being woken. So when ``Future.result()`` drives the reactor (the thread
-    has nothing else to do but wait for that future), a pass polls the selector
-    without sleeping, before it sleeps, for up to a window of time, which adapts to
-    what polling finds:
-
-    * shut at first; a wait that ends with I/O within ``busy_poll`` opens it at half
-      of ``busy_poll``;
-    * I/O caught in the second half of the window doubles it (to ``busy_poll`` at
-      most); caught in the first half, it stays;
-    * a window that finds nothing is halved, and shut below a quarter of
-      ``busy_poll``. Each time it shuts in a row, the quick waits that may open it
-      again are skipped for longer (1, 2, 4 ... up to 1024 of them); I/O caught by
-      polling resets that.
-
-    So a thread waiting on slow commands or an idle peer never polls, and one doing
-    quick round trips spends its waits polling (a CPU busy for at most ``busy_poll``
-    per wait) and saves the wake-up. Polling holds the GIL between polls, so it
-    happens only while the waiting thread is the process's only Python thread: with
-    others (workers driving reactors of their own, a test's fake server, a reactor
-    thread serving them) every wait sleeps, as it always did. :meth:`run` and
-    :meth:`run_once` never poll either. The window never delays a timer, a
-    ``call_soon_threadsafe`` or another connection's I/O: the poll watches all of
-    them. :attr:`busy_poll_window` shows the current window.
+    The reactor can be driven in three ways, and every client method works in each:
+    by a thread inside :meth:`run` (callbacks, or a service thread serving API
+    threads), by an asyncio loop (``qmplex.aio.attach``), or by ``Future.result()``
+    on whichever thread waits (the blocking style of scripts and tests).
     """
 
     def __init__(
@@ -187,18 +184,12 @@ class Reactor:
         *,
         clock: Callable[[], float] = time.monotonic,
         selector: selectors.BaseSelector | None = None,
-        busy_poll: float = DEFAULT_BUSY_POLL,
+        busy_poll: float | None = None,
     ) -> None:
-        if not 0 <= busy_poll < math.inf:
-            raise ValueError(f"busy_poll must be a finite number of seconds, 0 or more, "
-                             f"not {busy_poll!r}")
+        if busy_poll is not None:
+            warnings.warn("Reactor(busy_poll=...) is deprecated and ignored: the reactor "
+                          "no longer busy-polls", DeprecationWarning, stacklevel=2)
         self._clock = clock
-        self._busy_max = float(busy_poll)
-        self._busy = 0.0  # the current busy-poll window (seconds)
-        self._busy_skip = 0  # quick waits left before the window may open again
-        self._busy_backoff = 1  # the next _busy_skip, doubled each time the window shuts
-        # Busy-poll timing needs real time, whatever clock the timers use.
-        self._spin_clock: Callable[[], float] = time.perf_counter
         # fd -> [reader, writer, registration number], whatever the backend.
         self._fds: dict[int, list[Any]] = {}
         self._registrations = 0
@@ -221,14 +212,17 @@ class Reactor:
         self._threadsafe: collections.deque[Handle] = collections.deque()
         self._stopping = False
         self._closed = False
-        self._driver: int | None = None  # thread id driving the reactor now
-        # {0: the driver's thread id} while a thread drives. Taken with setdefault, an
-        # atomic test-and-set (no lock: nobody ever waits to drive, a refusal raises).
-        self._drive_slot: dict[int, int] = {}
-        # Called when the driving thread leaves: threads blocked in Future.result()
-        # while another thread drove, so one of them can drive next. A deque that is
-        # never replaced, so an append racing with a leave is never lost.
+        self._close_requested = False  # close() called inside a pass: done at its end
+        self._in_pass = False
+        self._in_run = False  # a thread is inside run()
+        # The drive: held by the thread running passes (see the module docstring).
+        self._drive = threading.Lock()
+        self._driver: int | None = None  # its thread id while held
+        # Called when the driving thread lets go: threads waiting in wait_until_done
+        # while another thread drove, so that one of them can drive next. A deque that
+        # is never replaced, so an append racing with a release is never lost.
         self._idle_waiters: collections.deque[Callable[[], object]] = collections.deque()
+        self._wakeup_hook: Callable[[], object] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -242,13 +236,15 @@ class Reactor:
 
     # ------------------------------------------------------------- scheduling
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
-        """Run ``callback(*args)`` on the reactor's next pass.
+        """Run ``callback(*args)`` on the reactor's next pass (in the order scheduled).
 
-        Must be called on the thread driving the reactor (or while no thread drives it);
-        other threads use :meth:`call_soon_threadsafe`.
+        Must be called on the reactor thread; other threads use
+        :meth:`call_soon_threadsafe` (or :meth:`run_in_reactor`).
         """
         handle = Handle(callback, args)
         self._ready.append(handle)
+        if not self._in_pass and self._wakeup_hook is not None:
+            self._wakeup_hook()
         return handle
 
     def call_before_wait(self, callback: Callable[[], object]) -> None:
@@ -266,20 +262,8 @@ class Reactor:
         it at once.
         """
         self._before_wait.append(callback)
-
-    def _run_before_wait(self) -> bool:
-        """Run the call_before_wait callbacks; True if one reported (or raised)."""
-        callbacks = self._before_wait
-        self._before_wait = []
-        progress = False
-        for callback in callbacks:
-            try:
-                if callback():
-                    progress = True
-            except Exception:
-                logger.exception("callback %r raised", callback)
-                progress = True
-        return progress
+        if not self._in_pass and self._wakeup_hook is not None:
+            self._wakeup_hook()
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
         """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle."""
@@ -289,13 +273,19 @@ class Reactor:
         """Run ``callback(*args)`` at ``when`` (a ``reactor.time()`` value)."""
         timer = TimerHandle(when, callback, args, self)
         heapq.heappush(self._timers, timer)
+        if not self._in_pass and self._wakeup_hook is not None:
+            self._wakeup_hook()
         return timer
 
     def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> Handle:
         """Schedule ``callback(*args)`` from any thread and wake the reactor up.
 
-        This is the only reactor method that may be called from a thread that is not
-        driving the reactor.
+        The callback runs on the reactor thread, in the order of the calls made by
+        each thread. This is the only way in from another thread; everything else
+        that is safe from any thread is built on it.
+
+        Raises:
+            StateError: the reactor is closed.
         """
         if self._closed:
             raise StateError("reactor is closed")
@@ -303,6 +293,70 @@ class Reactor:
         self._threadsafe.append(handle)  # deque.append is atomic
         self._wake()
         return handle
+
+    def run_in_reactor(self, callback: Callable[..., object], *args: Any) -> bool:
+        """Run ``callback(*args)`` as reactor-thread code, from any thread.
+
+        On the thread that drives the reactor, or on any thread while nobody drives it
+        (this call then takes the drive for its own length), the callback runs at once
+        and its exceptions propagate; otherwise it is handed to the driving thread
+        (:meth:`call_soon_threadsafe`), which runs it within one pass.
+
+        Returns:
+            True if the callback ran now, False if it was handed over.
+
+        Raises:
+            StateError: the reactor is closed.
+        """
+        if self._driver == _get_ident():
+            callback(*args)
+            return True
+        if self._drive.acquire(False):
+            self._driver = _get_ident()
+            try:
+                callback(*args)
+            finally:
+                self._release()
+            return True
+        self.call_soon_threadsafe(callback, *args)
+        return False
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """Run ``fn(*args)`` on the reactor thread and return its outcome.
+
+        Safe from any thread (see :meth:`run_in_reactor` for where it runs). The
+        returned ``concurrent.futures.Future`` gets ``fn``'s return value or exception;
+        wait on it with ``result(timeout)`` from any thread but the reactor thread.
+
+        Raises:
+            StateError: the reactor is closed.
+        """
+        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def _call() -> None:
+            if not outcome.set_running_or_notify_cancel():
+                return
+            try:
+                outcome.set_result(fn(*args))
+            except BaseException as exc:
+                outcome.set_exception(exc)
+
+        self.run_in_reactor(_call)
+        return outcome
+
+    def set_wakeup_hook(self, hook: Callable[[], object] | None) -> None:
+        """Install ``hook()`` (or remove it with None): called whenever work is queued
+        on the reactor outside a pass, so that an outer loop driving the reactor
+        (``qmplex.aio``) runs a pass soon.
+
+        "Work" is a ready callback, a ``call_before_wait`` (a client's pending write) or
+        a timer. The hook runs on the thread that queued the work, which may be any
+        thread that took the idle reactor for a call: it must be cheap and
+        thread-safe. I/O readiness and :meth:`call_soon_threadsafe` need no hook: they
+        make the selector's descriptor (:meth:`fileno`) readable, which the outer loop
+        watches.
+        """
+        self._wakeup_hook = hook
 
     def _wake(self) -> None:
         if self._wake_pending:
@@ -327,6 +381,9 @@ class Reactor:
         except (BlockingIOError, InterruptedError):
             pass
         self._wake_pending = False
+        self._take_threadsafe()
+
+    def _take_threadsafe(self) -> None:
         threadsafe = self._threadsafe
         ready = self._ready
         while threadsafe:
@@ -453,17 +510,6 @@ class Reactor:
             self._cancelled_timers -= 1
         return timers[0].when if timers else None
 
-    @property
-    def busy_poll(self) -> float:
-        """The longest busy-poll before a pass sleeps, in seconds (0: never polls)."""
-        return self._busy_max
-
-    @property
-    def busy_poll_window(self) -> float:
-        """The current busy-poll window, in seconds: how long the next pass that would
-        sleep polls first (adapted from the waits so far; 0 when polling does not pay)."""
-        return self._busy
-
     def watched_fds(self) -> int:
         """Return how many file descriptors are registered (the wake-up pipe excluded)."""
         return max(len(self._fds) - 1, 0)  # 0 once closed
@@ -472,10 +518,20 @@ class Reactor:
         """Return how many timers are scheduled and not cancelled."""
         return len(self._timers) - self._cancelled_timers
 
+    def pending_callbacks(self) -> int:
+        """Return how many callbacks wait to run (ready, before-wait and from threads)."""
+        return len(self._ready) + len(self._before_wait) + len(self._threadsafe)
+
     # ---------------------------------------------------------------- running
     def is_running(self) -> bool:
         """Return True while some thread is driving the reactor."""
-        return bool(self._drive_slot)
+        return self._driver is not None
+
+    def has_driver(self) -> bool:
+        """Return True while something runs the reactor without being asked: a thread
+        inside :meth:`run`, or an outer event loop it is attached to (a wake-up hook
+        is installed). Awaiting a future needs one."""
+        return self._in_run or self._wakeup_hook is not None
 
     def in_reactor_thread(self) -> bool:
         """Return True if the calling thread is driving the reactor (inside a callback)."""
@@ -492,14 +548,16 @@ class Reactor:
             StateError: another thread is driving the reactor, or it is closed.
         """
         self._enter()
+        self._in_run = True
         try:
             while True:
-                self._run_once(None)
-                if self._stopping:
+                self._run_once(0 if self._stopping else None)
+                if self._stopping or self._close_requested:
                     break
         finally:
+            self._in_run = False
             self._stopping = False
-            self._leave()
+            self._release()
 
     def run_once(self, timeout: float | None = None) -> None:
         """Wait for I/O at most ``timeout`` seconds (None: until something happens),
@@ -507,6 +565,9 @@ class Reactor:
 
         A pending :meth:`stop` makes this call return without waiting; the stop stays
         pending for the next :meth:`run`.
+
+        Raises:
+            StateError: another thread is driving the reactor, or it is closed.
         """
         self._enter()
         try:
@@ -514,48 +575,7 @@ class Reactor:
                 timeout = 0
             self._run_once(timeout)
         finally:
-            self._leave()
-
-    def _drive_until(self, future: Future[Any], deadline: float | None) -> bool:
-        """Run passes until ``future`` is done, or ``deadline`` (``reactor.time()``) is
-        reached: ``Future.result()`` on an idle reactor, entering it only once.
-
-        Each pass is one ``run_once``, so a pending :meth:`stop` makes the passes poll
-        without sleeping, and stays pending. Returns False, running nothing, if a
-        thread drives the reactor already (another one, or this one: a callback).
-
-        Raises:
-            StateError: the reactor is closed.
-        """
-        if self._closed:
-            raise StateError("reactor is closed")
-        me = _get_ident()
-        if self._drive_slot.setdefault(0, me) is not me or self._driver is not None:
-            return False  # see _enter
-        try:
-            self._driver = me
-            run_once = self._run_once
-            # future.done(), inlined (a call per check would cost more than a pass's
-            # bookkeeping). Checked first once we drive: a thread that drove before may
-            # have completed it.
-            # busy=True: the passes may busy-poll before they sleep (see Reactor).
-            if deadline is None:
-                while future._state == _PENDING:
-                    run_once(0 if self._stopping else None, True)
-            else:
-                clock = self._clock
-                while future._state == _PENDING:
-                    timeout = deadline - clock()
-                    if timeout <= 0:
-                        break
-                    run_once(0 if self._stopping else timeout, True)
-        finally:
-            # _leave(), inlined.
-            self._driver = None
-            del self._drive_slot[0]
-            if self._idle_waiters:
-                self._wake_idle_waiters()
-        return True
+            self._release()
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current pass. Safe from any thread."""
@@ -574,11 +594,7 @@ class Reactor:
         if self._closed:
             raise StateError("reactor is closed")
         me = _get_ident()
-        # setdefault gives back our own int object only if the slot was free: another
-        # thread's id is another object, and so is our own id stored by an earlier call
-        # (a callback re-entering), unless ids were small cached ints: _driver, set
-        # only while a thread drives, settles that case.
-        if self._drive_slot.setdefault(0, me) is not me or self._driver is not None:
+        if not self._drive.acquire(False):
             if self._driver == me:
                 raise StateError(
                     "the reactor is already running on this thread: a callback cannot "
@@ -587,64 +603,124 @@ class Reactor:
             raise StateError("another thread is driving this reactor")
         self._driver = me
 
-    def _leave(self) -> None:
+    def _release(self) -> None:
         self._driver = None
-        del self._drive_slot[0]
-        if self._idle_waiters:
-            self._wake_idle_waiters()
-
-    def _wake_idle_waiters(self) -> None:
-        # After the release: a thread that registers from now on sees the reactor idle
-        # (see _notify_when_idle), one that registered before is called here.
+        self._drive.release()
+        if self._close_requested:
+            self._close_now()
+        # After the release: a thread that registers from now on sees the reactor
+        # idle, one that registered before is called here.
         waiters = self._idle_waiters
         while waiters:
             try:
                 fn = waiters.popleft()
-            except IndexError:  # taken by a concurrent leave
+            except IndexError:  # taken by a concurrent release
                 break
             fn()
 
-    def _notify_when_idle(self, fn: Callable[[], object]) -> bool:
-        """Call ``fn()`` (from the driving thread) once it stops driving.
+    # ------------------------------------------------------ waiting for futures
+    def wait_until_done(self, waitable: Waitable, timeout: float | None = None) -> None:
+        """Block the calling thread until ``waitable.done()`` (``Future.result()``).
 
-        Returns False, registering nothing, if no thread drives the reactor now. ``fn``
-        may also be called spuriously (by a leave that raced with the registration).
+        While no thread drives the reactor, the caller drives it (runs passes) until
+        then; while another thread drives it, the caller sleeps until ``waitable`` is
+        done or that thread lets go (and then drives in turn), so any number of threads
+        may wait on futures of one reactor.
+
+        Raises:
+            WaitTimeout: ``timeout`` seconds passed first (``waitable`` is untouched).
+            StateError: called on the reactor thread inside a callback (waiting there
+                would stop the loop that must finish ``waitable``), or the reactor is
+                closed while ``waitable`` is not done.
         """
-        waiters = self._idle_waiters
-        waiters.append(fn)
-        # Registered first, checked second, and a leave releases first, takes the
-        # waiters second: whatever the interleaving, a leave after this check calls
-        # ``fn``, or this check sees the reactor idle.
-        if self._drive_slot:
-            return True
-        self._cancel_idle_notify(fn)
-        return False
+        deadline = None if timeout is None else self._clock() + timeout
+        while not waitable.done():
+            if self._driver == _get_ident():
+                raise StateError(
+                    "Future.result() called inside a reactor callback: blocking here would "
+                    "stop the reactor that must complete this future (deadlock); use "
+                    "add_done_callback() or await instead")
+            if self._closed:
+                raise StateError("reactor is closed")
+            if self._drive.acquire(False):
+                self._driver = _get_ident()
+                try:
+                    self._drive_until(waitable, deadline)
+                finally:
+                    self._release()
+                if waitable.done():
+                    return
+                if self._closed or self._close_requested:
+                    raise StateError("reactor is closed")
+                raise WaitTimeout(f"still pending after {timeout} s (the future was "
+                                  "not cancelled)")
+            if not self._sleep_while_driven(waitable, deadline):
+                raise WaitTimeout(f"still pending after {timeout} s (the future was "
+                                  "not cancelled)")
 
-    def _cancel_idle_notify(self, fn: Callable[[], object]) -> None:
+    def _drive_until(self, waitable: Waitable, deadline: float | None) -> None:
+        run_once = self._run_once
+        done = waitable.done
+        if deadline is None:
+            while not done():
+                if self._closed or self._close_requested:
+                    return
+                run_once(None)
+        else:
+            clock = self._clock
+            while not done():
+                if self._closed or self._close_requested:
+                    return
+                timeout = deadline - clock()
+                if timeout <= 0:
+                    return
+                run_once(timeout)
+
+    def _sleep_while_driven(self, waitable: Waitable, deadline: float | None) -> bool:
+        """Sleep while another thread drives and ``waitable`` is pending; False if the
+        deadline passed. Woken by the completion or by the driver letting go."""
+        gate = threading.Lock()
+        gate.acquire()
+        release = _releaser(gate)
+        waitable._add_wakeup(release)
+        self._idle_waiters.append(release)
         try:
-            self._idle_waiters.remove(fn)
-        except ValueError:
-            pass
+            # Registered first, checked second; completion and release set their state
+            # first and call the waiters second: a change after this check wakes us.
+            if waitable.done() or self._driver is None:
+                return True
+            if deadline is None:
+                gate.acquire()
+                return True
+            left = deadline - self._clock()
+            return left > 0 and gate.acquire(True, left)
+        finally:
+            waitable._remove_wakeup(release)
+            try:
+                self._idle_waiters.remove(release)
+            except ValueError:
+                pass
 
-    def _run_once(self, timeout: float | None, busy: bool = False) -> None:
+    def _run_once(self, timeout: float | None) -> None:
+        self._in_pass = True
+        try:
+            self._pass(timeout)
+        finally:
+            self._in_pass = False
+
+    def _pass(self, timeout: float | None) -> None:
         # Scheduled between passes (e.g. a command submitted). One that reports it may
         # have finished what the caller waits for (a flush that finds the peer gone
         # fails every future at once) makes this pass poll, not sleep, or
-        # Future.result() would sleep its whole timeout (forever without one). A plain
-        # flush does not: a serial round trip then costs one poll, not two.
-        before_wait = self._before_wait
-        if before_wait:  # _run_before_wait(), inlined: a serial round trip's flush
-            self._before_wait = []
-            for callback in before_wait:
-                try:
-                    if callback():
-                        timeout = 0
-                except Exception:
-                    logger.exception("callback %r raised", callback)
-                    timeout = 0
+        # Future.result() would sleep its whole timeout (forever without one).
+        if self._threadsafe:
+            self._take_threadsafe()  # also when the wake-up byte is not read yet
+        if self._before_wait:
+            if self._run_before_wait():
+                timeout = 0
         ready = self._ready
         timers = self._timers
-        if ready or self._stopping:
+        if ready:
             timeout = 0
         elif timers:
             # Drop cancelled timers at the head.
@@ -657,10 +733,7 @@ class Reactor:
                     delay = 0
                 if timeout is None or delay < timeout:
                     timeout = delay
-        if busy and timeout != 0 and self._busy_max:
-            events = self._wait(timeout)
-        else:
-            events = self._poll(timeout, self._maxevents)
+        events = self._poll(timeout, self._maxevents)
         if events:
             fds = self._fds
             registrations = self._registrations
@@ -699,76 +772,84 @@ class Reactor:
         if self._before_wait:
             self._run_before_wait()
 
-    def _wait(self, timeout: float | None) -> list[tuple[int, int]]:
-        """Poll the selector for I/O, busy-polling for the current window before it
-        sleeps up to ``timeout`` (None: until I/O), and adapt the window (see
-        :class:`Reactor`)."""
-        poll = self._poll
-        maxevents = self._maxevents
-        if _active_threads() > 1:
-            # Polling holds the GIL: another Python thread (its own reactor, a fake
-            # server, a worker) would wait for it. Sleep, and learn nothing.
-            return poll(timeout, maxevents)
-        spin_clock = self._spin_clock
-        busy_max = self._busy_max
-        window = self._busy
-        start = spin_clock()
-        if window:
-            limit = window if timeout is None or timeout > window else timeout
-            end = start + limit
-            while True:
-                events = poll(0, maxevents)
-                if events:
-                    if window < busy_max and spin_clock() - start > window / 2:
-                        window *= 2  # caught late: a wider window catches more
-                        self._busy = window if window < busy_max else busy_max
-                    self._busy_backoff = 1
-                    return events
-                if spin_clock() >= end:
-                    break
-            if limit < window:
-                return []  # a timer is due within the window: nothing learned
-            # The whole window found nothing: narrow it, or shut it for a while.
-            window /= 2
-            if window < busy_max / 4:
-                window = 0.0
-                self._busy_skip = self._busy_backoff
-                if self._busy_backoff < _BUSY_BACKOFF_MAX:
-                    self._busy_backoff *= 2
-            self._busy = window
-            if timeout is not None:
-                timeout -= spin_clock() - start
-                if timeout <= 0:
-                    return []
-            return poll(timeout, maxevents)
-        events = poll(timeout, maxevents)
-        if events and spin_clock() - start <= busy_max:
-            # A quick wait: polling would have caught it.
-            if self._busy_skip:
-                self._busy_skip -= 1
-            else:
-                self._busy = busy_max / 2
-        return events
+    def _run_before_wait(self) -> bool:
+        """Run the call_before_wait callbacks; True if one reported (or raised)."""
+        callbacks = self._before_wait
+        self._before_wait = []
+        progress = False
+        for callback in callbacks:
+            try:
+                if callback():
+                    progress = True
+            except Exception:
+                logger.exception("callback %r raised", callback)
+                progress = True
+        return progress
 
     # ---------------------------------------------------------------- closing
     def close(self) -> None:
-        """Release the selector and the wake-up pipe. The reactor must not be running."""
-        if self._closed:
+        """Close the reactor: run the callbacks that are due, then release the selector
+        and the wake-up pipe.
+
+        Callbacks already scheduled still run (so the futures a client's ``close()``
+        just failed reach their callbacks and their ``then``/``chain`` steps); timers
+        are dropped. After this, a future completed on this reactor runs its callbacks
+        at once on the completing thread. Called inside a callback, the reactor closes
+        at the end of the current pass (and ``run()`` returns); called from another
+        thread while one drives it, the close is handed to that thread and happens at
+        the end of its current pass. Safe to call more than once.
+        """
+        if self._closed or self._close_requested:
             return
-        if self._drive_slot:
-            raise StateError("cannot close a running reactor")
-        self._closed = True
-        self._ready.clear()
-        self._before_wait.clear()
-        self._timers.clear()
-        self._fds.clear()
-        if self._epoll is not None:
-            self._epoll.close()
-        else:
-            assert self._selector is not None
-            self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        if self._driver == _get_ident():
+            self._close_requested = True
+            return
+        if not self._drive.acquire(False):
+            try:
+                self.call_soon_threadsafe(self.close)
+            except StateError:
+                pass  # closed meanwhile
+            return
+        self._driver = _get_ident()
+        self._close_requested = True
+        self._release()
+
+    def _close_now(self) -> None:
+        """Finish closing, on release of the drive once close() was asked: run what is
+        due (a bounded number of rounds) as reactor-thread code, then release."""
+        if self._closed or not self._drive.acquire(False):
+            return  # another thread drives now: it closes when it lets go
+        self._driver = _get_ident()
+        try:
+            self._timers.clear()
+            for _ in range(_CLOSE_ROUNDS):
+                self._take_threadsafe()
+                if self._before_wait:
+                    self._run_before_wait()
+                ready = self._ready
+                if not ready:
+                    break
+                for _ in range(len(ready)):
+                    handle = ready.popleft()
+                    if not handle._cancelled:
+                        handle._run()
+            self._closed = True
+            self._ready.clear()
+            self._before_wait.clear()
+            self._threadsafe.clear()
+            self._timers.clear()
+            self._fds.clear()
+            self._wakeup_hook = None
+            if self._epoll is not None:
+                self._epoll.close()
+            else:
+                assert self._selector is not None
+                self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+        finally:
+            self._driver = None
+            self._drive.release()
 
     def __enter__(self) -> Reactor:
         return self
@@ -778,5 +859,17 @@ class Reactor:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called."""
+        """True once :meth:`close` has finished."""
         return self._closed
+
+
+def _releaser(gate: Any) -> Callable[[], None]:
+    """A function that releases ``gate`` once, whoever calls it and however often."""
+
+    def release() -> None:
+        try:
+            gate.release()
+        except RuntimeError:  # released already
+            pass
+
+    return release
