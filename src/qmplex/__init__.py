@@ -22,6 +22,7 @@ from ._types import (
     StatusInfo,
 )
 from .client import Client, ClientState, connect
+from .core.messages import Event, QMPVersion
 from .errors import (
     Cancelled,
     CommandError,
@@ -31,17 +32,19 @@ from .errors import (
     GreetingError,
     LineTooLong,
     NegotiationError,
+    OperationTimeout,
     ProtocolError,
     QMPError,
     StateError,
     Timeout,
     UnexpectedReply,
     ValidationError,
+    WaitTimeout,
 )
-from .events import Event, EventFilter, Subscription
+from .events import EventFilter, Subscription
 from .futures import Future, gather
-from .protocol import QMPVersion
 from .reactor import Reactor
+from .reconnect import ReconnectPolicy
 
 if TYPE_CHECKING:
     from .schema import Argument, CallNamespace, Schema
@@ -75,15 +78,18 @@ __all__ = [
     "GreetingError",
     "LineTooLong",
     "NegotiationError",
+    "OperationTimeout",
     "ProtocolError",
     "QMPError",
     "QMPVersion",
     "Reactor",
+    "ReconnectPolicy",
     "StateError",
     "Subscription",
     "Timeout",
     "UnexpectedReply",
     "ValidationError",
+    "WaitTimeout",
     "connect",
     "gather",
     "__version__",

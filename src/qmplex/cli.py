@@ -331,7 +331,7 @@ def _cmd_exec(ns: argparse.Namespace) -> int:
     arguments = parse_arguments(ns.arguments)
     client = _connect(ns)
     try:
-        result = client.execute(ns.command, arguments, oob=ns.oob).result(timeout=ns.timeout)
+        result = client.execute(ns.command, arguments, oob=ns.oob, timeout=ns.timeout).result()
     finally:
         client.close()
     colour = _use_colour(ns.color, sys.stdout)

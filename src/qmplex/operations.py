@@ -50,11 +50,11 @@ from ._types import (
     StatusInfo,
     parse_list,
 )
+from .core.messages import QMPVersion
 from .errors import CommandError, ValidationError
 from .events import Event, EventFilter
 from .futures import Future
 from .names import wire_name  # re-exported: qmplex.operations.wire_name is that one
-from .protocol import QMPVersion
 
 __all__ = [
     "AddFdInfo",
@@ -180,20 +180,20 @@ def _failed(reactor_of: Future[Any], exc: BaseException) -> Future[T]:
 def _settle(futures: Sequence[Future[Any]]) -> Future[list[Future[Any]]]:
     """Return a future for ``futures`` themselves, done once every one of them is done
     (whatever their outcome; it never fails). Cancelling it cancels them all."""
-    out: Future[list[Future[Any]]] = Future(futures[0].reactor)
     items = list(futures)
     left = [len(items)]
+
+    def _cancel_all() -> None:
+        for f in items:
+            f.cancel()
+
+    out: Future[list[Future[Any]]] = Future(futures[0].reactor, on_cancel=_cancel_all)
 
     def _one(_: Future[Any]) -> None:
         left[0] -= 1
         if left[0] == 0:
             out.set_result(items)
 
-    def _cancel_all() -> None:
-        for f in items:
-            f.cancel()
-
-    out._set_cancel_hook(_cancel_all)
     for f in items:
         f.add_done_callback(_one)
     return out

@@ -500,7 +500,7 @@ class FakeQMPServer:
         if self._reactor is None:
             # Its own thread's reactor never busy-polls: the client under test shares
             # this process (and its GIL) and must not have to wait for a spinning peer.
-            self._reactor = Reactor(busy_poll=0)
+            self._reactor = Reactor()
             self._listen()
             self._thread = threading.Thread(
                 target=self._reactor.run, name="qmplex-fake-qmp", daemon=True

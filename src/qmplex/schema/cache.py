@@ -17,7 +17,7 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..protocol import QMPVersion
+    from ..core.messages import QMPVersion
     from .model import Schema
 
 __all__ = ["SCHEMA_CACHE_ENTRIES", "clear_schema_cache"]

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..core.messages import QMPVersion
     from ..events import EventFilter
     from ..futures import Future
-    from ..protocol import QMPVersion
 
 __all__ = ["SchemaClient"]
 

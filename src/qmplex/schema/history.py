@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..errors import ValidationError
 
 if TYPE_CHECKING:
-    from ..protocol import QMPVersion
+    from ..core.messages import QMPVersion
     from .model import Schema
 
 __all__ = ["wire_command"]

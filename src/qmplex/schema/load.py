@@ -100,10 +100,10 @@ def _load_cached(client: SchemaClient) -> Future[Schema]:
             return
         # A peer without query-target (a CommandError) is loaded but not cached.
         nxt = _fetch(client, key)
-        out._set_cancel_hook(nxt.cancel)
+        out._on_cancel = nxt.cancel
         nxt.add_done_callback(forward)
 
-    out._set_cancel_hook(target.cancel)
+    out._on_cancel = target.cancel
     target.add_done_callback(on_target)
     return out
 

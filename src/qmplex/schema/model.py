@@ -39,7 +39,7 @@ from ..errors import ProtocolError, ValidationError, excerpt
 from .validate import suggest, validate_arguments
 
 if TYPE_CHECKING:
-    from ..protocol import QMPVersion
+    from ..core.messages import QMPVersion
 
 __all__ = ["Argument", "Schema"]
 
