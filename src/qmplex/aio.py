@@ -1,20 +1,19 @@
-"""asyncio bridge: ``await`` qmplex futures, and run a Reactor inside an asyncio loop.
+"""asyncio support: drive a reactor from an asyncio loop, connect without blocking it.
 
-This module belongs to the tools layer. It never changes how the reactor or a client
-works; it only decides *who drives* the reactor:
+A qmplex :class:`~qmplex.Future` is awaitable by itself (``await client.execute(...)``,
+``await client.vm.query_status()``), whoever drives its reactor. This module provides
+the driver that lives inside a running asyncio loop (or uvloop), with no second thread:
 
-- :func:`attach` hands the reactor to a running asyncio loop, with no second thread.
-  The reactor's selector descriptor (epoll) is registered with ``loop.add_reader``: it
-  becomes readable whenever one of the reactor's sockets is ready, and the bridge then
-  runs one non-blocking reactor pass (``reactor.run_once(0)``). After every pass the
-  bridge arms one asyncio timer for the reactor's next deadline
-  (``reactor.next_deadline()``), so command timeouts and other reactor timers fire on
-  time, and callbacks the pass left ready run on the loop's next iteration.
-- :func:`wrap` turns a qmplex :class:`~qmplex.futures.Future` into something a
-  coroutine can ``await``. It works with a bridged reactor and with a reactor driven by
-  another thread (``threading.Thread(target=reactor.run)``): the result crosses into
-  the loop with ``loop.call_soon_threadsafe`` only when it is completed on another
-  thread.
+- :func:`attach` registers the reactor's selector descriptor (epoll) with
+  ``loop.add_reader``: it becomes readable whenever one of the reactor's sockets is
+  ready (or another thread hands it work), and the bridge then runs one non-blocking
+  reactor pass (``reactor.run_once(0)``);
+- it installs the reactor's wake-up hook: work queued from the loop's thread (a
+  command submitted by a coroutine, a loop callback or a qmplex callback, a typed
+  operation whose bytes are written later) makes the bridge run a pass on the loop's
+  next iteration: no manual nudge is ever needed;
+- after every pass it arms one asyncio timer for the reactor's next deadline, so
+  command timeouts and other reactor timers fire on time.
 
 Example::
 
@@ -23,22 +22,14 @@ Example::
     from qmplex import aio
 
     async def main() -> None:
-        reactor = qmplex.Reactor()
-        with aio.attach(reactor):
-            client = await aio.connect("/run/vm1/qmp.sock", reactor=reactor, timeout=5)
-            print(await aio.wrap(client.execute("query-status")))
-            client.close()
-        reactor.close()
+        client = await aio.connect("/run/vm1/qmp.sock", timeout=5)
+        print(await client.execute("query-status"))
+        client.close()
 
     asyncio.run(main())
 
-Theory of operation: a bridged reactor is driven only by the loop's thread, inside the
-loop's callbacks, one pass at a time, so every qmplex callback runs on the loop's
-thread and may call both qmplex and asyncio APIs directly. Work queued on the reactor
-from a coroutine (``client.execute(...)`` schedules the write with ``call_soon``) does
-not make the epoll descriptor readable; :func:`wrap` therefore nudges the bridge of the
-future's reactor (:meth:`AsyncioReactorBridge.kick`), and code that submits commands
-without awaiting them calls ``kick()`` itself. Never call a blocking
+A reactor driven by a thread (``threading.Thread(target=reactor.run)``) works from
+coroutines too: awaiting its futures needs no bridge. Never call a blocking
 ``Future.result()`` in a coroutine: it would stop the asyncio loop while it waits.
 """
 
@@ -50,18 +41,20 @@ import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .client import DEFAULT_WINDOW, Address, Client
+from .core.framing import DEFAULT_MAX_LINE_BYTES
 from .errors import StateError
-from .framing import DEFAULT_MAX_LINE_BYTES
 from .futures import Future
+from .reactor import Reactor
 
 if TYPE_CHECKING:
-    from .reactor import Reactor
+    from .qemu import QemuProcess
+    from .reconnect import ReconnectPolicy
 
-__all__ = ["AsyncioReactorBridge", "attach", "bridge_of", "connect", "wrap"]
+__all__ = ["AsyncioReactorBridge", "attach", "bridge_of", "connect", "start_qemu", "wrap"]
 
 T = TypeVar("T")
 
-# Reactor -> its bridge, so wrap() can kick the bridge of any future's reactor.
+# Reactor -> its bridge.
 _bridges: weakref.WeakKeyDictionary[Reactor, AsyncioReactorBridge] = weakref.WeakKeyDictionary()
 
 
@@ -69,9 +62,9 @@ class AsyncioReactorBridge:
     """Drives a qmplex :class:`~qmplex.reactor.Reactor` from an asyncio event loop.
 
     Made by :func:`attach`; see the module docstring for how it works. While attached,
-    no other thread may drive the reactor (``reactor.run()`` elsewhere raises
-    :class:`~qmplex.errors.StateError` whenever a bridge pass is under way, and would
-    race with it otherwise).
+    the loop's thread is the reactor's driver: other threads may still call every
+    client method (their work is handed to the loop's thread), but must not run the
+    reactor themselves.
 
     Usable as a context manager (``with attach(reactor): ...``, also ``async with``),
     which detaches on exit.
@@ -82,13 +75,13 @@ class AsyncioReactorBridge:
         loop: the asyncio loop to drive it from (it need not be running yet).
 
     Raises:
-        StateError: the reactor is closed, already bridged, or its selector has no
+        StateError: the reactor is closed, already attached, or its selector has no
             file descriptor.
     """
 
     def __init__(self, reactor: Reactor, loop: asyncio.AbstractEventLoop) -> None:
         if reactor.closed:
-            raise StateError("cannot bridge a closed reactor")
+            raise StateError("cannot attach a closed reactor")
         if reactor in _bridges:
             raise StateError("this reactor is already attached to an asyncio loop")
         self._reactor = reactor
@@ -96,13 +89,15 @@ class AsyncioReactorBridge:
         self._fd = reactor.fileno()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
-        self._soon: asyncio.Handle | None = None
+        self._soon = False  # a pass is scheduled on the loop
         self._attached = True
+        self._thread: int | None = None  # the loop's thread, once known
         self.passes = 0
         """Reactor passes run by this bridge so far (for tests and statistics)."""
-        loop.add_reader(self._fd, self._on_readable)
+        loop.add_reader(self._fd, self._run)
         _bridges[reactor] = self
-        self._rearm()
+        reactor.set_wakeup_hook(self._wake)
+        self._schedule()
 
     # ------------------------------------------------------------ properties
     @property
@@ -122,18 +117,26 @@ class AsyncioReactorBridge:
 
     # ------------------------------------------------------------ driving
     def kick(self) -> None:
-        """Make the loop run a reactor pass soon (on its next iteration).
+        """Deprecated: work queued on the reactor is noticed by itself now. Runs a pass
+        on the loop's next iteration (harmless)."""
+        self._wake()
 
-        Call it after queueing work on the reactor from a coroutine without awaiting it
-        through :func:`wrap` (which kicks by itself), e.g. after ``client.execute(...)``
-        whose future is only given callbacks. Cheap and idempotent; must be called on
-        the loop's thread. No effect once detached.
-        """
-        if self._attached and self._soon is None:
-            self._soon = self._loop.call_soon(self._run)
+    def _wake(self) -> None:
+        """The reactor's wake-up hook: work was queued outside a pass (any thread)."""
+        if self._soon or not self._attached:
+            return
+        if threading.get_ident() == self._thread:
+            self._schedule()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._schedule)
+            except RuntimeError:  # the loop is closed
+                pass
 
-    def _on_readable(self) -> None:
-        self._run()
+    def _schedule(self) -> None:
+        if not self._soon and self._attached:
+            self._soon = True
+            self._loop.call_soon(self._run)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -141,7 +144,8 @@ class AsyncioReactorBridge:
         self._run()
 
     def _run(self) -> None:
-        self._soon = None
+        self._soon = False
+        self._thread = threading.get_ident()
         if not self._attached:
             return
         reactor = self._reactor
@@ -151,11 +155,13 @@ class AsyncioReactorBridge:
         try:
             reactor.run_once(0)
         except StateError:
-            # A blocking Future.result() somewhere is driving it right now (only
-            # possible from another thread): its pass does the work; check again later.
+            # Another thread holds the idle reactor for one call right now (it hands
+            # its work in that way): try again on the next iteration.
             if reactor.closed:
                 self.detach()
                 return
+            self._schedule()
+            return
         self.passes += 1
         self._rearm()
 
@@ -172,7 +178,7 @@ class AsyncioReactorBridge:
         deadline = reactor.next_deadline()
         if deadline == 0.0:
             self._cancel_timer()
-            self.kick()
+            self._schedule()
             return
         if deadline is None:
             self._cancel_timer()
@@ -193,7 +199,8 @@ class AsyncioReactorBridge:
 
     # ------------------------------------------------------------ detaching
     def detach(self) -> None:
-        """Stop driving the reactor: unregister its descriptor and cancel the timers.
+        """Stop driving the reactor: unregister its descriptor, remove the wake-up hook
+        and cancel the timer.
 
         The reactor keeps its state (clients, timers) and may be driven again, by
         ``run()`` or by a new :func:`attach`. Idempotent; call it on the loop's thread
@@ -203,12 +210,10 @@ class AsyncioReactorBridge:
             return
         self._attached = False
         self._cancel_timer()
-        soon = self._soon
-        self._soon = None
-        if soon is not None:
-            soon.cancel()
         if _bridges.get(self._reactor) is self:
             del _bridges[self._reactor]
+        if not self._reactor.closed:
+            self._reactor.set_wakeup_hook(None)
         if not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
 
@@ -235,12 +240,12 @@ def attach(reactor: Reactor, loop: asyncio.AbstractEventLoop | None = None) -> A
     """Drive ``reactor`` from an asyncio loop, in the loop's thread (no second thread).
 
     Args:
-        reactor: the reactor to drive; no other thread may drive it while attached.
+        reactor: the reactor to drive; no other thread may run it while attached.
         loop: the loop (default: the running loop).
 
     Returns:
         The bridge; call :meth:`AsyncioReactorBridge.detach` (or leave its ``with``
-        block) before closing the reactor or the loop.
+        block) before closing the loop. Closing the reactor detaches it by itself.
 
     Raises:
         RuntimeError: ``loop`` is omitted and no loop is running.
@@ -258,112 +263,69 @@ def bridge_of(reactor: Reactor) -> AsyncioReactorBridge | None:
 
 
 async def wrap(future: Future[T]) -> T:
-    """Wait for a qmplex future from a coroutine and return its result.
-
-    The future's reactor must be driven meanwhile: by a bridge (:func:`attach`), or by
-    another thread running ``reactor.run()``. The result is handed to the waiting
-    coroutine directly when the future completes on the loop's thread, and through
-    ``loop.call_soon_threadsafe`` when it completes on another thread.
-
-    Cancelling the awaiting task cancels the qmplex future (on its reactor's thread:
-    directly when that is this thread or the reactor is idle, else through
-    ``reactor.call_soon_threadsafe``).
-
-    Args:
-        future: any qmplex future (a command, an event wait, a ``gather``...).
-
-    Returns:
-        The future's result.
-
-    Raises:
-        Exception: whatever the future fails with (``CommandError``, ``Timeout``,
-            ``ConnectionLost``...); :class:`~qmplex.errors.Cancelled` if it was
-            cancelled by someone else.
-        asyncio.CancelledError: the awaiting task was cancelled.
-    """
-    loop = asyncio.get_running_loop()
-    if future.done():
-        return future.result()
-    waiter: asyncio.Future[None] = loop.create_future()
-    loop_thread = threading.get_ident()
-
-    def _wake(_: Future[T]) -> None:
-        # Runs on the reactor's driving thread (the loop's, when bridged).
-        if threading.get_ident() == loop_thread:
-            if not waiter.done():
-                waiter.set_result(None)
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(_set_if_pending, waiter)
-
-    future.add_done_callback(_wake)
-    reactor = future.reactor
-    if reactor is not None:
-        bridge = _bridges.get(reactor)
-        if bridge is not None and bridge.loop is loop:
-            bridge.kick()  # flush whatever the caller just queued on the reactor
-    try:
-        await waiter
-    except asyncio.CancelledError:
-        future.remove_done_callback(_wake)
-        _cancel_on_reactor(future)
-        raise
-    return future.result()
-
-
-def _set_if_pending(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _cancel_on_reactor(future: Future[Any]) -> None:
-    reactor = future.reactor
-    if reactor is None or reactor.closed:
-        future.cancel()
-    elif reactor.in_reactor_thread() or not reactor.is_running():
-        future.cancel()
-        bridge = _bridges.get(reactor)
-        if bridge is not None:
-            bridge.kick()
-    else:
-        reactor.call_soon_threadsafe(future.cancel)
+    """``await future`` (kept for older code: qmplex futures are awaitable)."""
+    return await future
 
 
 async def connect(
     address: Address,
     *,
-    reactor: Reactor,
+    reactor: Reactor | None = None,
     timeout: float | None = None,
     window: int = DEFAULT_WINDOW,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    name: str | None = None,
+    reconnect: ReconnectPolicy | None = None,
 ) -> Client:
-    """Connect a new :class:`~qmplex.client.Client` on ``reactor`` without blocking
-    the loop, and return it once capabilities are negotiated.
+    """Connect a new :class:`~qmplex.Client` without blocking the loop, and return it
+    once capabilities are negotiated.
 
     Args:
         address: a Unix socket path, or ``(host, port)`` for TCP.
-        reactor: the reactor the client lives on; it must be attached to the running
-            loop (:func:`attach`), so that the client is made and used on the thread
-            that drives it.
+        reactor: the reactor the client lives on. It must be driven: attached to the
+            running loop (it is attached here if nobody drives it yet) or run by
+            another thread. None: a private reactor, attached to the running loop and
+            closed by the client's ``close()``.
         timeout: seconds for the whole handshake.
         window: the most in-band commands in flight at once.
         max_line_bytes: the longest line accepted from the peer.
+        name: how errors and logs name the connection.
+        reconnect: the reconnect policy (default: none).
 
     Returns:
-        A ready client. Call its methods on the thread that drives ``reactor`` (the
-        loop's thread when bridged).
+        A ready client; its methods may be called from any thread and its futures
+        awaited.
 
     Raises:
-        StateError: ``reactor`` is not attached to the running loop.
-        ConnectError, Timeout, ProtocolError: as :meth:`Client.connect`'s future.
+        ConnectError, OperationTimeout, ProtocolError: as :meth:`Client.connect`'s
+            future.
     """
-    bridge = _bridges.get(reactor)
-    if bridge is None or bridge.loop is not asyncio.get_running_loop():
-        raise StateError("aio.connect() needs a reactor attached to the running loop "
-                         "(qmplex.aio.attach(reactor))")
-    client = Client(reactor, window=window, max_line_bytes=max_line_bytes)
+    loop = asyncio.get_running_loop()
+    client = Client(reactor, window=window, max_line_bytes=max_line_bytes, name=name,
+                    reconnect=reconnect)
+    if not client.reactor.has_driver():
+        attach(client.reactor, loop)
     try:
-        await wrap(client.connect(address, timeout=timeout))
+        await client.connect(address, timeout=timeout)
     except BaseException:
         client.close()
         raise
     return client
+
+
+async def start_qemu(*args: Any, **kwargs: Any) -> QemuProcess:
+    """Start a :class:`~qmplex.qemu.QemuProcess` without blocking the loop.
+
+    Takes :class:`~qmplex.qemu.QemuProcess`'s arguments. QEMU is started and its socket
+    awaited on a worker thread; then (unless ``connect=False``) its client connects
+    on ``reactor`` (a private one attached to the running loop when omitted).
+
+    Returns:
+        The started process; ``vm.client`` is ready. Stop it with ``vm.stop()`` (which
+        blocks while QEMU exits: call it through ``asyncio.to_thread`` in a busy loop).
+    """
+    from .qemu import QemuProcess
+
+    vm = QemuProcess(*args, **kwargs)
+    await vm.start_async()
+    return vm

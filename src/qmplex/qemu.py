@@ -213,14 +213,6 @@ def _read_line(sock: socket.socket, limit: int = 64 * 1024) -> bytes:
     return data
 
 
-def _send_quit(client: Client) -> None:
-    """Submit ``quit`` on the reactor's thread, ignoring the outcome."""
-    try:
-        client.execute("quit")
-    except QMPError:  # already closed or disconnected: signals will do
-        pass
-
-
 def _signal_group(popen: subprocess.Popen[bytes], signum: int) -> None:
     """Send ``signum`` to the process group of an unreaped ``popen``.
 
@@ -388,6 +380,36 @@ class QemuProcess:
             self.kill()
             self._stopped = True
             raise
+        return self
+
+    async def start_async(self) -> QemuProcess:
+        """:meth:`start` without blocking the running asyncio loop.
+
+        QEMU is started and its socket awaited on a worker thread; then (with
+        ``connect=True``) :attr:`client` connects on the given reactor, which must be
+        driven (attached to the loop, or run by a thread); without one, a private
+        reactor is attached to the running loop.
+
+        Raises:
+            As :meth:`start`.
+        """
+        import asyncio
+
+        from .aio import connect as aio_connect
+
+        connect, self._connect = self._connect, False
+        try:
+            await asyncio.to_thread(self.start)
+        finally:
+            self._connect = connect
+        if connect:
+            try:
+                self.client = await aio_connect(self.qmp_path, reactor=self._reactor,
+                                                timeout=self.start_timeout)
+            except BaseException:
+                await asyncio.to_thread(self.kill)
+                self._stopped = True
+                raise
         return self
 
     def stop(self, timeout: float = 5.0) -> int:
@@ -590,23 +612,18 @@ class QemuProcess:
         """Send ``quit`` and wait for the exit; any failure just leads to signals.
 
         The exit of the process, not the reply, is what counts (QEMU may close the
-        socket before replying). The command is submitted on the reactor's terms:
-        directly, driving the reactor while waiting, when no thread drives it; through
-        ``call_soon_threadsafe`` when another thread does; not at all from inside one
-        of its callbacks, where waiting would block the reactor.
+        socket before replying). The command may be sent from any thread; its reply is
+        waited for only off the reactor thread (inside one of its callbacks, waiting
+        would block the reactor).
         """
         client = self.client
         assert client is not None
-        reactor = client.reactor
-        if reactor.in_reactor_thread():
-            return
-        if reactor.is_running():
-            reactor.call_soon_threadsafe(_send_quit, client)
-        else:
-            try:
-                client.execute("quit").result(timeout=timeout)
-            except QMPError:  # ConnectionLost (QEMU closed first), Timeout, StateError...
-                pass
+        try:
+            reply = client.execute("quit")
+            if not client.reactor.in_reactor_thread():
+                reply.result(timeout=timeout)
+        except QMPError:  # ConnectionLost (QEMU closed first), Timeout, StateError...
+            pass
         try:
             popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -614,12 +631,7 @@ class QemuProcess:
 
     def _close_client(self) -> None:
         client, self.client = self.client, None
-        if client is None:
-            return
-        reactor = client.reactor
-        if reactor.is_running() and not reactor.in_reactor_thread():
-            reactor.call_soon_threadsafe(client.close)
-        else:
+        if client is not None:
             client.close()
 
     def _read_stderr(self, limit: int) -> bytes:
