@@ -224,8 +224,12 @@ def test_attach_rules_and_detach() -> None:
         reactor.call_soon(ran.append, 1)
         reactor.run_once(0)
         assert ran == [1]
-        with pytest.raises(StateError):
+        # A reactor nobody drives is attached to the running loop by aio.connect.
+        with pytest.raises(qmplex.ConnectError):
             await aio.connect("/nonexistent", reactor=reactor)
+        auto = aio.bridge_of(reactor)
+        assert auto is not None and auto.attached
+        auto.detach()
         async with aio.attach(reactor) as again:
             assert again.attached
         assert not again.attached

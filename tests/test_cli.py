@@ -162,7 +162,8 @@ def test_exec_reply_timeout_exits_4(server: FakeQMPServer) -> None:
     server.on("query-status", never=True)
     done = qmplex_cmd("exec", "--timeout", "0.2", server.path, "query-status")
     assert done.returncode == EXIT_TIMEOUT
-    assert done.stderr.startswith("Timeout: ")
+    assert done.stderr.startswith("OperationTimeout: ")
+    assert "query-status: timed out after 0.2 s" in done.stderr
 
 
 def test_exec_greeting_timeout_exits_4() -> None:

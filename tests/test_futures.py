@@ -43,9 +43,8 @@ def test_exception_propagates() -> None:
 
 def test_cancel() -> None:
     with Reactor() as r:
-        f: Future[int] = Future(r)
         hooks: list[int] = []
-        f._set_cancel_hook(lambda: hooks.append(1))
+        f: Future[int] = Future(r, on_cancel=lambda: hooks.append(1))
         assert f.cancel()
         assert not f.cancel()
         assert f.cancelled() and hooks == [1]
@@ -241,7 +240,7 @@ def test_driving_for_a_future_done_meanwhile_runs_no_pass() -> None:
         f.set_result(1)
         seen: list[int] = []
         r.call_soon(seen.append, 1)
-        assert r._drive_until(f, None)
+        r.wait_until_done(f)
         assert seen == []
         assert not r.is_running()
 

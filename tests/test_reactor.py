@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from qmplex import Reactor, StateError
+from qmplex import Future, Reactor, StateError, WaitTimeout
 
 # The I/O tests run on every backend: epoll polled directly (the default where the OS has
 # it), and the selectors fallback (the default elsewhere, e.g. macOS), either with the
@@ -419,27 +419,51 @@ def test_other_threads_are_refused_while_one_drives() -> None:
         errors: list[BaseException] = []
         with driven_by_another_thread(r):
             assert r.is_running() and not r.in_reactor_thread()
-            attempts: list[Callable[[], None]] = [lambda: r.run_once(0), r.run, r.close]
+            attempts: list[Callable[[], None]] = [lambda: r.run_once(0), r.run]
             for attempt in attempts:
                 try:
                     attempt()
                 except StateError as exc:
                     errors.append(exc)
-        assert len(errors) == 3
-        assert all("another thread" in str(e) for e in errors[:2])
+        assert len(errors) == 2
+        assert all("another thread" in str(e) for e in errors)
         assert not r.is_running()
         r.run_once(0)  # idle again: this thread may drive
 
 
-def test_idle_notification_is_registered_only_while_a_thread_drives() -> None:
+def test_close_from_another_thread_is_handed_to_the_driver() -> None:
+    r = Reactor()
+    ran: list[str] = []
+    with driven_by_another_thread(r):
+        r.call_soon_threadsafe(ran.append, "due")
+        r.close()  # handed over: the driving thread closes the reactor
+        assert not r.closed
+    # That driver left after its one pass: the next one does the hand-over's work.
+    r.run_once(0)
+    assert r.closed and ran == ["due"]
+    with pytest.raises(StateError, match="closed"):
+        r.run_once(0)
+
+
+def test_a_waiting_thread_leaves_nothing_registered() -> None:
     with Reactor() as r:
-        calls: list[str] = []
-        assert not r._notify_when_idle(lambda: calls.append("idle"))
-        assert not r._idle_waiters  # nothing left behind
+        f: Future[int] = Future(r)
+        waiting = threading.Event()
+        outcome: list[BaseException] = []
+
+        def wait() -> None:
+            waiting.set()
+            try:
+                f.result(timeout=0.05)
+            except WaitTimeout as exc:
+                outcome.append(exc)
+
         with driven_by_another_thread(r):
-            assert r._notify_when_idle(lambda: calls.append("a"))
-            fn = lambda: calls.append("cancelled")  # noqa: E731
-            assert r._notify_when_idle(fn)
-            r._cancel_idle_notify(fn)
-        assert calls == ["a"]  # called once, by the leaving driver
-        assert not r._idle_waiters
+            t = threading.Thread(target=wait)
+            t.start()
+            assert waiting.wait(10)
+            t.join(10)
+        assert len(outcome) == 1 and not f.done()
+        assert not r._idle_waiters and not f._callbacks
+
+

@@ -25,7 +25,7 @@ from qmplex import (
     ValidationError,
 )
 from qmplex.futures import Future
-from qmplex.protocol import QMPVersion
+from qmplex import QMPVersion
 from qmplex.reactor import Reactor
 from qmplex.schema import (
     SCHEMA_CACHE_ENTRIES,

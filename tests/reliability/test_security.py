@@ -252,7 +252,7 @@ def test_passed_fd_closed_when_lost_in_the_send_buffer(pipe: int) -> None:
         p = FastPeer(r, c)
         p.handshake()
         fut = c.execute("getfd", {"fdname": "a"}, fds=[pipe])  # _send: queued to write
-        assert c._segments and c._segments[-1][1]
+        assert c._conn._segments and c._conn._segments[-1][1]
         p.sock.close()
         c.close()  # before the reactor ever flushed
         assert isinstance(fut.exception(0), ConnectionLost)

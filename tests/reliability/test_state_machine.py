@@ -222,7 +222,7 @@ class ClientMachine(RuleBasedStateMachine):
         if live_queued:
             assert len(self.unanswered) == WINDOW
         assert len(self.unanswered) <= WINDOW
-        assert self.client._outstanding == len(self.unanswered)
+        assert self.client._conn.outstanding == len(self.unanswered)
 
     @invariant()
     def pending_count_matches(self) -> None:
