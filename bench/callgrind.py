@@ -34,8 +34,6 @@ def _target(impl: str, row: str, path: str, n: int) -> None:
     """Run inside valgrind: open, warm up, then ``n`` commands of ``row``."""
     if impl == "qmplex":
         from . import qmplex_impl as mod
-
-        mod.BUSY_POLL = 0.0  # count the code path, not valgrind-slowed spins
     else:
         from . import floor as mod  # type: ignore[no-redef]
     if row in ("events", "drop"):

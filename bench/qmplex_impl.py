@@ -10,19 +10,9 @@ from qmplex import Client, Event, Reactor, gather
 
 from .workload import Workload
 
-#: busy_poll for the reactors of these workloads when a workload is not given one
-#: (None: the Reactor's default). The callgrind counts set 0: under valgrind's 50x
-#: slowdown the polling would count its own spins, not the code path.
-BUSY_POLL: float | None = None
-
-
-def _connect(path: str, busy_poll: float | None = None, **kw: Any) -> tuple[Client, Reactor | None]:
-    """A connected client, on a reactor of its own with the busy_poll asked for (returned
-    too, for closing) or on a private default one (None returned)."""
-    if busy_poll is None:
-        busy_poll = BUSY_POLL
-    reactor = None if busy_poll is None else Reactor(busy_poll=busy_poll)
-    return qmplex.connect(path, reactor=reactor, timeout=10, **kw), reactor
+def _connect(path: str, **kw: Any) -> tuple[Client, Reactor | None]:
+    """A connected client on a private reactor (None returned: the client closes it)."""
+    return qmplex.connect(path, timeout=10, **kw), None
 
 
 def _close(client: Client, reactor: Reactor | None) -> None:
@@ -34,20 +24,16 @@ def _close(client: Client, reactor: Reactor | None) -> None:
 class Serial(Workload):
     """``client.execute(...).result()`` in a loop.
 
-    ``busy_poll``: the reactor's (None: the default); ``cpu``: return the CPU seconds
-    this process spent per command instead of the rate.
+    ``cpu``: return the CPU seconds this process spent per command instead of the rate.
     """
 
     impl = "qmplex"
 
-    def __init__(self, path: str, n: int, *, busy_poll: float | None = None,
-                 cpu: bool = False) -> None:
-        self.path, self.count, self.busy_poll, self.cpu = path, n, busy_poll, cpu
-        if busy_poll == 0:
-            self.impl = "qmplex, no busy-poll"
+    def __init__(self, path: str, n: int, *, cpu: bool = False) -> None:
+        self.path, self.count, self.cpu = path, n, cpu
 
     def open(self) -> None:
-        self.client, self.reactor = _connect(self.path, self.busy_poll)
+        self.client, self.reactor = _connect(self.path)
 
     def run(self) -> float:
         execute = self.client.execute

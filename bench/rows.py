@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qmplex.reactor import DEFAULT_BUSY_POLL
-
 from . import floor, hotplug, qemuqmp_impl, qmplex_impl
 from .common import BUILD_DIR, REPO_DIR, FakePeer
 from .workload import Skip, Workload
@@ -196,14 +194,10 @@ def make_rows() -> list[Row]:
             qmplex_impl.Serial(c.peer.path, c.counts.serial),
             floor.Serial(c.peer.path, c.counts.serial),
             qemuqmp_impl.Serial(c.peer.path, c.counts.serial_qemuqmp),
-            qmplex_impl.Serial(c.peer.path, c.counts.serial, busy_poll=0),
-            floor.Serial(c.peer.path, c.counts.serial, poll=DEFAULT_BUSY_POLL),
         ], interleave=True, describe=lambda n: f"{n.serial:,} commands"),
         Row("serial_cpu", "CPU per serial round trip", "s", False, lambda c: [
             qmplex_impl.Serial(c.peer.path, c.counts.serial, cpu=True),
             floor.Serial(c.peer.path, c.counts.serial, cpu=True),
-            qmplex_impl.Serial(c.peer.path, c.counts.serial, busy_poll=0, cpu=True),
-            floor.Serial(c.peer.path, c.counts.serial, poll=DEFAULT_BUSY_POLL, cpu=True),
         ], interleave=True, describe=lambda n: f"{n.serial:,} commands, this process"),
         Row("pipelined", "pipelined, window 64", "cmd/s", True, lambda c: [
             qmplex_impl.Pipelined(c.peer.path, c.counts.pipelined),
