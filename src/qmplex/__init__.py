@@ -11,16 +11,6 @@ See the README and ``docs/`` for the guide; the layers are described in each mod
 
 from typing import TYPE_CHECKING, Any
 
-from ._types import (
-    AddFdInfo,
-    CPUInfo,
-    CPUProperties,
-    HotpluggableCPU,
-    MemoryDevice,
-    MigrationInfo,
-    ObjectProperty,
-    StatusInfo,
-)
 from .client import Client, ClientState, connect
 from .errors import (
     Cancelled,
@@ -40,6 +30,16 @@ from .errors import (
 )
 from .events import Event, EventFilter, Subscription
 from .futures import Future, gather
+from .ops import (
+    AddFdInfo,
+    CPUInfo,
+    CPUProperties,
+    HotpluggableCPU,
+    MemoryDevice,
+    MigrationInfo,
+    ObjectProperty,
+    StatusInfo,
+)
 from .protocol import QMPVersion
 from .reactor import Reactor
 

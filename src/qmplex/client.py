@@ -49,6 +49,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import ops  # qmplex.ops hook (1/2); (2/2) is the block in class Client
 from .errors import (
     Cancelled,
     CommandError,
@@ -64,7 +65,6 @@ from .framing import DEFAULT_MAX_LINE_BYTES
 from .futures import _DONE as _FUTURE_DONE
 from .futures import _PENDING as _FUTURE_PENDING
 from .futures import Future
-from .operations import Operations
 from .protocol import Greeting, Protocol, QMPVersion, State
 from .reactor import Reactor, TimerHandle
 
@@ -185,8 +185,11 @@ class _Command(Future[Any]):
         self.set_exception(Timeout(f"{self.name}: timed out ({what})"))
 
 
-class Client(Operations):
+class Client(ops.DeprecatedOperations):  # qmplex.ops hook (2/2): this base and the block
     """A QMP client living on a reactor.
+
+    The typed operations are grouped by domain: ``client.vm.stop()``,
+    ``client.devices.scsi_device_add(...)`` ... (see :mod:`qmplex.ops`).
 
     Args:
         reactor: the reactor to live on (a new private one when omitted: it is then
@@ -196,6 +199,24 @@ class Client(Operations):
         enable_oob: negotiate out-of-band execution when the peer offers it.
         splitter_impl: ``"auto"``, ``"c"`` or ``"python"``: the line splitter to use.
     """
+
+    # ---- BEGIN qmplex.ops hook ---------------------------------------------------
+    # The typed operations by domain. Each namespace is made on first use and kept in
+    # the instance's __dict__ (an idle client pays nothing). DeprecatedOperations, the
+    # base class, holds the flat names of 0.1 (client.stop() ...) for one release.
+    vm = ops.LazyNamespace(ops.VMOps)
+    monitor = ops.LazyNamespace(ops.MonitorOps)
+    block = ops.LazyNamespace(ops.BlockOps)
+    devices = ops.LazyNamespace(ops.DeviceOps)
+    vfio = ops.LazyNamespace(ops.VFIOOps)
+    cpu = ops.LazyNamespace(ops.CPUOps)
+    memory = ops.LazyNamespace(ops.MemoryOps)
+    net = ops.LazyNamespace(ops.NetOps)
+    chardev = ops.LazyNamespace(ops.ChardevOps)
+    fds = ops.LazyNamespace(ops.FdOps)
+    migration = ops.LazyNamespace(ops.MigrationOps)
+    qom = ops.LazyNamespace(ops.QOMOps)
+    # ---- END qmplex.ops hook -----------------------------------------------------
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Typed results of the operations in :mod:`qmplex.operations`.
+"""Typed results of the operations in :mod:`qmplex.ops` (re-exported by :mod:`qmplex`).
 
 Each class is a frozen, slotted dataclass built from a QMP ``return`` value by its
 ``from_qmp`` class method. Those methods only read what QEMU sent: they never talk to
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = [
     "AddFdInfo",
@@ -158,7 +158,7 @@ class HotpluggableCPU:
         type: the QOM type to pass as ``driver`` to ``device_add`` for this slot.
         vcpus_count: how many vCPUs one device in this slot provides.
         properties: the slot's topology; pass exactly the ids that are not None to
-            :meth:`~qmplex.operations.Operations.cpu_device_add`.
+            :meth:`~qmplex.ops.CPUOps.cpu_device_add`.
         qom_path: the QOM path of the CPU plugged in this slot, None if the slot is free.
     """
 
