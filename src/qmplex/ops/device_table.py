@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ValidationError
@@ -37,7 +36,7 @@ from .args import (
 )
 from .executor import Executor, command, qemu_at_least, with_named_fds
 
-__all__ = ["SCSI_DRIVERS", "DeviceArgs", "DeviceSpec", "Prop", "Send", "device_args", "plug"]
+__all__ = ["SCSI_DRIVERS", "DeviceSpec", "Prop", "Send", "device_args", "plug"]
 
 #: The drivers :meth:`~qmplex.ops.DeviceOps.scsi_device_add` accepts.
 SCSI_DRIVERS = frozenset({"scsi-hd", "scsi-cd", "scsi-disk"})
@@ -71,7 +70,8 @@ class Send(enum.Enum):
     FD_OR_NAME = "fd or name"
 
 
-@dataclass(frozen=True, slots=True)
+# Prop and DeviceSpec are plain classes, not dataclasses: a dataclass costs ~0.7 ms of
+# `import qmplex` to build, and these are only ever read.
 class Prop:
     """One property of a ``device_add`` row.
 
@@ -88,22 +88,27 @@ class Prop:
         value: what is sent, computed from the checked value (default: the value).
     """
 
-    name: str
-    send: Send
-    wire: str = ""
-    minimum: int | None = None
-    choices: frozenset[str] = frozenset()
-    since: tuple[int, int] | None = None
-    excludes: str = ""
-    fdname: str = ""
-    value: Callable[[Any], Any] | None = None
+    __slots__ = ("name", "send", "wire", "minimum", "choices", "since", "excludes",
+                 "fdname", "value")
 
-    def __post_init__(self) -> None:
-        if not self.wire:
-            object.__setattr__(self, "wire", wire_name(self.name))
+    def __init__(self, name: str, send: Send, wire: str = "", *, minimum: int | None = None,
+                 choices: frozenset[str] = frozenset(), since: tuple[int, int] | None = None,
+                 excludes: str = "", fdname: str = "",
+                 value: Callable[[Any], Any] | None = None) -> None:
+        self.name = name
+        self.send = send
+        self.wire = wire or wire_name(name)
+        self.minimum = minimum
+        self.choices = choices
+        self.since = since
+        self.excludes = excludes
+        self.fdname = fdname
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Prop({self.name!r}, {self.send}, {self.wire!r})"
 
 
-@dataclass(frozen=True, slots=True)
 class DeviceSpec:
     """What one operation sends with ``device_add``.
 
@@ -114,9 +119,15 @@ class DeviceSpec:
             ``props`` has a ``driver`` property).
     """
 
-    op: str
-    props: tuple[Prop, ...]
-    driver: str = ""
+    __slots__ = ("op", "props", "driver")
+
+    def __init__(self, op: str, props: tuple[Prop, ...], driver: str = "") -> None:
+        self.op = op
+        self.props = props
+        self.driver = driver
+
+    def __repr__(self) -> str:
+        return f"<DeviceSpec {self.op}>"
 
     @property
     def names(self) -> frozenset[str]:
@@ -159,23 +170,13 @@ def _checked(op: str, prop: Prop, raw: object) -> Any:
     raise AssertionError(f"{op}: {name}: {send} is handled by device_args")
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceArgs:
-    """What :func:`device_args` built: the arguments, and descriptors to pass first.
-
-    Attributes:
-        arguments: the arguments of ``device_add``.
-        named_fds: ``(getfd name, descriptor)`` pairs to send before it.
-    """
-
-    arguments: dict[str, Any]
-    named_fds: list[tuple[str, int]]
-
-
-def device_args(executor: Executor, spec: DeviceSpec,
-                values: Mapping[str, object]) -> DeviceArgs:
+def device_args(executor: Executor, spec: DeviceSpec, values: Mapping[str, object],
+                ) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     """Check a call's ``values`` (keyed by argument name) and build ``device_add``'s
     arguments for the peer behind ``executor``.
+
+    Returns:
+        The arguments, and the ``(getfd name, descriptor)`` pairs to send before them.
 
     Raises:
         ValidationError: a value breaks its property's rule (nothing is sent).
@@ -203,7 +204,7 @@ def device_args(executor: Executor, spec: DeviceSpec,
         if prop.since is not None and not qemu_at_least(executor, *prop.since):
             continue
         args[prop.wire] = value if prop.value is None else prop.value(value)
-    return DeviceArgs(args, named)
+    return args, named
 
 
 def plug(executor: Executor, spec: DeviceSpec, timeout: float | None,
@@ -217,11 +218,10 @@ def plug(executor: Executor, spec: DeviceSpec, timeout: float | None,
     Raises:
         ValidationError: as :func:`device_args`.
     """
-    built = device_args(executor, spec, values)
-    if built.named_fds:
-        return with_named_fds(executor, spec.op, built.named_fds, "device_add",
-                              built.arguments, timeout)
-    return command(executor, "device_add", built.arguments, timeout)
+    args, named = device_args(executor, spec, values)
+    if named:
+        return with_named_fds(executor, spec.op, named, "device_add", args, timeout)
+    return command(executor, "device_add", args, timeout)
 
 
 # ------------------------------------------------------------------ the table
@@ -241,7 +241,7 @@ _ROMFILE = Prop("romfile", Send.OPTIONAL_STR)
 _DISABLE_MODERN = Prop("disable_modern", Send.FLAG)
 _DEV_ID = Prop("dev_id", Send.ID, "id")
 _DRIVER = Prop("driver", Send.ID)
-# The property exists since QEMU 2.10.
+# share-rw exists since QEMU 2.10.
 _SHARED = Prop("shared", Send.FLAG, "share-rw", since=(2, 10))
 _DRIVE = Prop("blockdev_id", Send.ID, "drive")
 _NETDEV = Prop("netdev_id", Send.ID, "netdev")

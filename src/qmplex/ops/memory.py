@@ -94,9 +94,9 @@ class MemoryOps(Namespace):
             props["mem-path"] = mem_path
         if check_bool(op, "share", share):
             props["share"] = True
-        device = device_args(self._executor, table.MEMORY_DEVICE, {
+        device, _ = device_args(self._executor, table.MEMORY_DEVICE, {
             "driver": driver, "driver_id": driver_id, "mem_id": mem_id, "bus": bus,
-            "addr": addr}).arguments
+            "addr": addr})
         return self._memory_backend_then_device(
             object_add_args(self._executor, qom_type, mem_id, props), device, timeout)
 
