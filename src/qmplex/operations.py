@@ -1,6 +1,6 @@
 """Deprecated: the typed operations moved to :mod:`qmplex.ops`.
 
-Until qmplex 0.1 this module held ``Operations``, the base class that gave
+In qmplex 0.1 this module held ``Operations``, the base class that gave
 :class:`~qmplex.Client` every operation as a method. The operations are now grouped
 by domain in :mod:`qmplex.ops` (``client.vm.stop()``, ``client.block.blockdev_add``
 ...). For one release the old names can still be imported from here; each import

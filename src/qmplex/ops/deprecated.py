@@ -1,6 +1,6 @@
 """The flat operation names of qmplex 0.1 (``client.stop()`` ...), deprecated.
 
-Until 0.1 every operation was a method of :class:`~qmplex.Client` itself. They now
+In qmplex 0.1 every operation was a method of :class:`~qmplex.Client` itself. They now
 live in namespaces (``client.vm.stop()``); for one release the old names stay, as
 :class:`DeprecatedOperations`, a base class of ``Client`` whose body is the table
 ``old name = DeprecatedAlias("namespace", NamespaceClass.method)``. Calling an alias
@@ -98,7 +98,7 @@ class DeprecatedOperations:
     :class:`~qmplex.Client` for one release.
 
     Each ``client.<name>(...)`` warns and calls ``client.<namespace>.<name>(...)``;
-    the table below is the whole list. The namespaces themselves are attributes of
+    this class's body is the whole table. The namespaces themselves are attributes of
     ``Client`` (``vm = LazyNamespace(VMOps)`` ...).
     """
 
