@@ -19,6 +19,8 @@ import qmplex
 from qmplex import Client, Future, Reactor, StatusInfo
 from qmplex.ops import DeprecatedAlias, DeprecatedOperations, LazyNamespace, Namespace
 
+from .recorder import Recorder
+
 
 def _aliases() -> dict[str, DeprecatedAlias[Any, Any]]:
     return {name: value for name, value in vars(DeprecatedOperations).items()
@@ -174,17 +176,10 @@ def test_operations_over_a_custom_execute() -> None:
     """The old Operations is usable over any execute(): here one that records and
     answers {}."""
 
-    class Recorder(_old_operations()):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.sent: list[tuple[str, Any, dict[str, Any]]] = []
+    class OldRecorder(Recorder, _old_operations()):  # type: ignore[misc]
+        """Recorder's execute under the old base's flat methods."""
 
-        def execute(self, name: str, arguments: Any = None, **kwargs: Any) -> Future[Any]:
-            self.sent.append((name, arguments, kwargs))
-            fut: Future[Any] = Future()
-            fut.set_result({})
-            return fut
-
-    rec = Recorder()
+    rec = OldRecorder()
     assert rec.version is None
     with pytest.warns(DeprecationWarning, match=re.escape("use client.block.blockdev_del()")):
         assert rec.blockdev_del("b0", timeout=2.0).result() is None

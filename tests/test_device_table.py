@@ -15,10 +15,11 @@ import pytest
 
 from qmplex import QMPVersion
 from qmplex.errors import ValidationError
-from qmplex.futures import Future
 from qmplex.ops import CPUOps, DeviceOps, MemoryOps, VFIOOps
 from qmplex.ops import device_table as table
 from qmplex.ops.device_table import DeviceSpec, Prop, Send, device_args
+
+from .recorder import Recorder
 
 # Each row, and the method whose arguments it names.
 ROWS: dict[DeviceSpec, Callable[..., Any]] = {
@@ -36,20 +37,6 @@ ROWS: dict[DeviceSpec, Callable[..., Any]] = {
     table.AP_VFIO_MEDIATED_DEVICE: VFIOOps.ap_vfio_mediated_device_add,
     table.CPU_DEVICE: CPUOps.cpu_device_add,
 }
-
-
-class Version:
-    """The least an Executor needs for device_args: a version (no command is sent)."""
-
-    def __init__(self, version: QMPVersion | None) -> None:
-        self.version = version
-
-    def execute(self, name: str, arguments: Any = None, **kwargs: Any) -> Future[Any]:
-        raise AssertionError("device_args sends nothing")
-
-    def wait_event(self, name: Any, match: Any = None, *,
-                   timeout: float | None = None) -> Future[Any]:
-        raise AssertionError("device_args waits for nothing")
 
 
 def test_every_row_is_listed() -> None:
@@ -71,7 +58,7 @@ def test_memory_row_names_memdev_adds_device_arguments() -> None:
 
 
 def test_members_are_sent_in_the_rows_order() -> None:
-    args, named = device_args(Version(None), table.SCSI_DEVICE, {
+    args, named = device_args(Recorder(None), table.SCSI_DEVICE, {
         "blockdev_id": "b0", "dev_id": "d0", "driver": "scsi-hd", "bus": "scsi0.0",
         "scsi_id": 1, "lun": 2, "romfile": "", "shared": True, "disable_modern": True})
     assert list(args) == ["driver", "id", "drive", "bus", "scsi-id", "lun", "share-rw",
@@ -82,8 +69,8 @@ def test_members_are_sent_in_the_rows_order() -> None:
 def test_a_property_since_a_version_is_left_out_for_older_peers() -> None:
     values = {"blockdev_id": "b0", "dev_id": "d0", "driver": "scsi-hd", "bus": "",
               "devno": None, "romfile": None, "shared": True, "disable_modern": False}
-    new, _ = device_args(Version(QMPVersion(2, 10, 0)), table.DEVICE, values)
-    old, _ = device_args(Version(QMPVersion(2, 9, 0)), table.DEVICE, values)
+    new, _ = device_args(Recorder(QMPVersion(2, 10, 0)), table.DEVICE, values)
+    old, _ = device_args(Recorder(QMPVersion(2, 9, 0)), table.DEVICE, values)
     assert new["share-rw"] is True and "share-rw" not in old
 
 
@@ -94,6 +81,6 @@ def test_wire_names_default_to_wire_name() -> None:
 
 def test_the_first_bad_argument_in_row_order_is_reported() -> None:
     with pytest.raises(ValidationError, match="dev_id"):
-        device_args(Version(None), table.PCI_VHOST_USER_DEVICE, {
+        device_args(Recorder(None), table.PCI_VHOST_USER_DEVICE, {
             "driver": "vhost-user-fs-pci", "dev_id": "", "chardev_id": "", "addr": 1,
             "bus": ""})

@@ -25,7 +25,6 @@ from qmplex import (
     MemoryDevice,
     MigrationInfo,
     ObjectProperty,
-    QMPVersion,
     Reactor,
     StatusInfo,
 )
@@ -36,10 +35,12 @@ from qmplex.errors import (
     Timeout,
     ValidationError,
 )
-from qmplex.events import Event, EventFilter
+from qmplex.events import Event
 from qmplex.futures import Future
 from qmplex.ops import BlockOps, Executor, MigrationOps, wire_name
 from qmplex.testing import FakeQMPServer
+
+from .recorder import Recorder
 
 WAIT = 5.0
 
@@ -1069,25 +1070,6 @@ def test_human_monitor_command(server: FakeQMPServer, client: Client) -> None:
 
 
 # ------------------------------------------------------------------- the base
-class Recorder:
-    """An :class:`~qmplex.ops.Executor` that records each command and answers {}."""
-
-    version: QMPVersion | None = None
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any, dict[str, Any]]] = []
-
-    def execute(self, name: str, arguments: Any = None, **kwargs: Any) -> Future[Any]:
-        self.sent.append((name, arguments, kwargs))
-        fut: Future[Any] = Future()
-        fut.set_result({})
-        return fut
-
-    def wait_event(self, name: str | EventFilter, match: Any = None, *,
-                   timeout: float | None = None) -> Future[Event]:
-        raise NotImplementedError("Recorder does not wait for events")
-
-
 def test_namespaces_over_a_custom_executor() -> None:
     """A namespace is usable over any Executor: here one that records and answers {}."""
     rec = Recorder()
