@@ -9,8 +9,10 @@ nothing sent.
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -1082,6 +1084,20 @@ def test_namespaces_over_a_custom_executor() -> None:
 def test_namespace_needs_wait_event_only_where_it_waits() -> None:
     with pytest.raises(NotImplementedError, match="wait"):
         MigrationOps(Recorder()).wait_migration()
+
+
+def test_a_dropped_client_that_used_a_namespace_is_collected(reactor: Reactor) -> None:
+    server = FakeQMPServer(reactor=reactor)
+    client = Client(reactor)
+    client.connect_socket(server.connect_pair()).result(timeout=WAIT)
+    run(client.vm.query_status())
+    client.close()
+    server.close()
+    pump(reactor)
+    gone = weakref.ref(client)
+    del client
+    gc.collect()  # client.__dict__["vm"] refers back to the client: a cycle
+    assert gone() is None
 
 
 def test_namespaces_are_made_on_first_use_and_kept(client: Client) -> None:

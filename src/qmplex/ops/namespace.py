@@ -45,6 +45,11 @@ class LazyNamespace(Generic[N]):
     on). On an instance without a ``__dict__`` each read makes a new namespace, which
     is correct but not cached. On the class, the descriptor itself is returned.
 
+    Two threads reading it first at once may each make one; one is kept, and both
+    work the same. The stored namespace refers to ``obj`` (strongly: a namespace kept
+    by the caller keeps its client usable), so once one was used, a dropped client is
+    freed by the cyclic garbage collector rather than at once.
+
     Args:
         cls: the namespace class; it is called with the instance.
     """
