@@ -70,8 +70,10 @@ class DeprecatedAlias(Generic[P, R]):
             return getattr(getattr(instance, namespace), name)(*args, **kwargs)
 
         functools.update_wrapper(alias, method)
-        alias.__doc__ = f"Deprecated: use ``client.{namespace}.{name}()``.\n\n" + (
-            method.__doc__ or "")
+        # The method's docstring, indented as its other lines are (a method's eight
+        # spaces), so that inspect.cleandoc() dedents the whole.
+        alias.__doc__ = (f"Deprecated: use ``client.{namespace}.{name}()``.\n\n"
+                         f"        {method.__doc__ or ''}")
         self.function: Callable[..., Any] = alias
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
