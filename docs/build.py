@@ -89,13 +89,22 @@ def _unwrap(member: Any) -> Any:
     return member
 
 
+def _namespace_class(member: Any) -> type | None:
+    """The class of an operation namespace attribute (``Client.vm``), else None."""
+    from qmplex.ops import LazyNamespace
+
+    return member.cls if isinstance(member, LazyNamespace) else None
+
+
 def class_members(cls: type) -> Iterator[tuple[str, Any]]:
-    """Public methods and properties defined by ``cls`` itself, in source order."""
+    """Public methods, properties and operation namespaces defined by ``cls`` itself,
+    in source order."""
     for name, member in vars(cls).items():
         if name.startswith("_"):
             continue
         raw = _unwrap(member)
-        if isinstance(member, property) or inspect.isfunction(raw):
+        if isinstance(member, property) or inspect.isfunction(raw) \
+                or _namespace_class(member) is not None:
             yield name, member
 
 
@@ -410,6 +419,12 @@ def document_class(qualname: str, cls: type, report: Report) -> list[str]:
         return out
     for name, member in class_members(cls):
         member_name = f"{qualname}.{name}"
+        namespace = _namespace_class(member)
+        if namespace is not None:
+            home = f"{PACKAGE}.ops.{namespace.__name__}"
+            out += [f"#### `{member_name}` (namespace)", "",
+                    f"A [`{home}`](#{_anchor(home)}) over this object, made on first use.", ""]
+            continue
         if isinstance(member, property):
             ann = ""
             if member.fget is not None:

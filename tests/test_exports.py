@@ -62,3 +62,28 @@ def test_import_qmplex_does_not_import_the_schema() -> None:
             "qmplex.Schema\n"
             "assert 'qmplex.schema.model' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ops_names_exist_and_are_documented() -> None:
+    import qmplex.ops
+
+    for name in qmplex.ops.__all__:
+        obj = getattr(qmplex.ops, name)
+        if isinstance(obj, frozenset):
+            continue
+        assert inspect.getdoc(obj), f"qmplex.ops.{name} has no docstring"
+
+
+def test_result_types_are_exported_from_qmplex_and_ops() -> None:
+    import qmplex.ops
+
+    for name in ("AddFdInfo", "CPUInfo", "CPUProperties", "HotpluggableCPU", "MemoryDevice",
+                 "MigrationInfo", "ObjectProperty", "StatusInfo"):
+        assert getattr(qmplex, name) is getattr(qmplex.ops, name)
+        assert getattr(qmplex, name).__module__ == "qmplex.ops.results"
+
+
+def test_client_namespaces_are_documented() -> None:
+    for name in ("vm", "monitor", "block", "devices", "vfio", "cpu", "memory", "net",
+                 "chardev", "fds", "migration", "qom"):
+        assert inspect.getdoc(getattr(qmplex.Client, name)), f"Client.{name} has no docstring"

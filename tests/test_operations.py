@@ -1,4 +1,4 @@
-"""The typed operations (qmplex.operations) against the fake QMP server.
+"""The typed operations (qmplex.ops: client.vm, client.block ...) against the fake QMP server.
 
 Each test drives a :class:`~qmplex.Client` and a :class:`~qmplex.testing.FakeQMPServer`
 on one reactor and one thread (``connect_pair``), and asserts the exact commands the
@@ -9,15 +9,28 @@ nothing sent.
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import qmplex.names
-from qmplex import Client, Reactor
+from qmplex import (
+    AddFdInfo,
+    Client,
+    CPUInfo,
+    CPUProperties,
+    HotpluggableCPU,
+    MemoryDevice,
+    MigrationInfo,
+    ObjectProperty,
+    Reactor,
+    StatusInfo,
+)
 from qmplex.errors import (
     Cancelled,
     CommandError,
@@ -27,19 +40,10 @@ from qmplex.errors import (
 )
 from qmplex.events import Event
 from qmplex.futures import Future
-from qmplex.operations import (
-    AddFdInfo,
-    CPUInfo,
-    CPUProperties,
-    HotpluggableCPU,
-    MemoryDevice,
-    MigrationInfo,
-    ObjectProperty,
-    Operations,
-    StatusInfo,
-    wire_name,
-)
+from qmplex.ops import BlockOps, Executor, MigrationOps, wire_name
 from qmplex.testing import FakeQMPServer
+
+from .recorder import Recorder
 
 WAIT = 5.0
 
@@ -109,12 +113,12 @@ def pipe_fds() -> tuple[int, int]:
                                       ("system_reset", "system_reset")])
 def test_simple_lifecycle_commands(server: FakeQMPServer, client: Client, op: str,
                                    wire: str) -> None:
-    assert run(getattr(client, op)()) is None
+    assert run(getattr(client.vm, op)()) is None
     assert calls(server) == [(wire, None)]
 
 
 def test_quit_completes_and_qemu_hangs_up(server: FakeQMPServer, client: Client) -> None:
-    assert run(client.quit()) is None
+    assert run(client.vm.quit()) is None
     assert calls(server) == [("quit", None)]
     server.wait_for_clients(0)
 
@@ -122,13 +126,13 @@ def test_quit_completes_and_qemu_hangs_up(server: FakeQMPServer, client: Client)
 def test_qmp_capabilities_on_negotiated_connection_is_refused(
         server: FakeQMPServer, client: Client) -> None:
     with pytest.raises(CommandError) as info:
-        run(client.qmp_capabilities())
+        run(client.monitor.qmp_capabilities())
     assert info.value.error_class == "CommandNotFound"
     assert calls(server) == [("qmp_capabilities", None)]
 
 
 def test_system_powerdown_waits_for_powerdown(server: FakeQMPServer, client: Client) -> None:
-    event = run(client.system_powerdown())
+    event = run(client.vm.system_powerdown())
     assert isinstance(event, Event) and event.name == "POWERDOWN"
     assert calls(server) == [("system_powerdown", None)]
 
@@ -136,7 +140,7 @@ def test_system_powerdown_waits_for_powerdown(server: FakeQMPServer, client: Cli
 def test_system_powerdown_until_shutdown(server: FakeQMPServer, client: Client,
                                          reactor: Reactor) -> None:
     server.on("system_powerdown", returns={}, events=[("POWERDOWN", None)])
-    fut = client.system_powerdown("SHUTDOWN")
+    fut = client.vm.system_powerdown("SHUTDOWN")
     server.wait_for_commands(2)
     pump(reactor)
     assert not fut.done()  # POWERDOWN came and went
@@ -146,14 +150,14 @@ def test_system_powerdown_until_shutdown(server: FakeQMPServer, client: Client,
 
 def test_system_powerdown_rejects_other_events(server: FakeQMPServer, client: Client) -> None:
     with pytest.raises(ValidationError):
-        client.system_powerdown("RESET")
+        client.vm.system_powerdown("RESET")
     assert calls(server) == []
 
 
 def test_query_status_is_typed(server: FakeQMPServer, client: Client) -> None:
-    assert run(client.query_status()) == StatusInfo("prelaunch", False, False)
-    run(client.cont())
-    info = run(client.query_status())
+    assert run(client.vm.query_status()) == StatusInfo("prelaunch", False, False)
+    run(client.vm.cont())
+    info = run(client.vm.query_status())
     assert info.running is True and info.status == "running"
     assert calls(server)[0] == ("query-status", None)
 
@@ -162,16 +166,16 @@ def test_reply_of_the_wrong_shape_is_a_protocol_error(server: FakeQMPServer,
                                                       client: Client) -> None:
     server.on("query-status", returns=[])
     with pytest.raises(ProtocolError, match="query-status"):
-        run(client.query_status())
+        run(client.vm.query_status())
     server.on("query-hotpluggable-cpus", returns=[{"type": "x"}])
     with pytest.raises(ProtocolError, match="vcpus-count"):
-        run(client.query_hotpluggable_cpus())
+        run(client.cpu.query_hotpluggable_cpus())
 
 
 def test_timeout_reaches_the_command(server: FakeQMPServer, client: Client) -> None:
     server.on("stop", never=True)
     with pytest.raises(Timeout):
-        client.stop(timeout=0.05).result(timeout=WAIT)
+        client.vm.stop(timeout=0.05).result(timeout=WAIT)
 
 
 # ------------------------------------------------------------------------- block
@@ -190,8 +194,8 @@ def test_blockdev_add_regular_file(server: FakeQMPServer, client: Client,
                                    tmp_path: Any) -> None:
     image = tmp_path / "disk.img"
     image.write_bytes(b"\0" * 4096)
-    run(client.blockdev_add(str(image), "b0"))
-    run(client.blockdev_add(str(image), "b1", read_only=True))
+    run(client.block.blockdev_add(str(image), "b0"))
+    run(client.block.blockdev_add(str(image), "b1", read_only=True))
     assert calls(server) == [
         ("blockdev-add", {"driver": "raw", "node-name": "b0", "read-only": False,
                           "file": {"driver": "file", "filename": str(image)}}),
@@ -202,7 +206,7 @@ def test_blockdev_add_regular_file(server: FakeQMPServer, client: Client,
 
 
 def test_blockdev_add_missing_path_uses_file(server: FakeQMPServer, client: Client) -> None:
-    run(client.blockdev_add("/nonexistent/qmplex/disk.img", "b0"))
+    run(client.block.blockdev_add("/nonexistent/qmplex/disk.img", "b0"))
     assert calls(server)[0][1]["file"] == {"driver": "file",
                                            "filename": "/nonexistent/qmplex/disk.img"}
 
@@ -220,16 +224,16 @@ def test_blockdev_add_block_device_uses_host_device(
             return real_stat(path, *args, **kwargs)
 
         monkeypatch.setattr(os, "stat", fake_stat)
-    run(client.blockdev_add(device, "b0"))
+    run(client.block.blockdev_add(device, "b0"))
     assert calls(server)[0][1]["file"] == {"driver": "host_device", "filename": device}
 
 
 def test_blockdev_add_with_cache(server: FakeQMPServer, client: Client, tmp_path: Any) -> None:
     image = tmp_path / "disk.img"
     image.touch()
-    run(client.blockdev_add_with_cache(str(image), "b0", True, False))
-    run(client.blockdev_add_with_driver_cache("host_cdrom", "/dev/sr0", "b1", False, True,
-                                              read_only=True))
+    run(client.block.blockdev_add_with_cache(str(image), "b0", True, False))
+    run(client.block.blockdev_add_with_driver_cache("host_cdrom", "/dev/sr0", "b1", False, True,
+                                                    read_only=True))
     assert calls(server) == [
         ("blockdev-add", {"driver": "raw", "node-name": "b0", "read-only": False,
                           "file": {"driver": "file", "filename": str(image)},
@@ -242,7 +246,7 @@ def test_blockdev_add_with_cache(server: FakeQMPServer, client: Client, tmp_path
 
 def test_blockdev_del(server: FakeQMPServer, client: Client) -> None:
     run(client.execute("blockdev-add", {"driver": "null-co", "node-name": "b0"}))
-    run(client.blockdev_del("b0"))
+    run(client.block.blockdev_del("b0"))
     assert calls(server)[-1] == ("blockdev-del", {"node-name": "b0"})
     assert server.nodes == {}
 
@@ -251,9 +255,9 @@ def test_block_forms_before_qemu_2_9(make: Make) -> None:
     server, client = make(version=(2, 8, 0))
     server.on("blockdev-add", returns={})
     server.on("x-blockdev-del", returns={})
-    run(client.blockdev_add("/nonexistent/a.img", "b0", read_only=True))
-    run(client.blockdev_add_with_cache("/nonexistent/b.img", "b1", True, True))
-    run(client.blockdev_del("b0"))
+    run(client.block.blockdev_add("/nonexistent/a.img", "b0", read_only=True))
+    run(client.block.blockdev_add_with_cache("/nonexistent/b.img", "b1", True, True))
+    run(client.block.blockdev_del("b0"))
     assert calls(server) == [
         ("blockdev-add", {"options": {"driver": "raw", "id": "b0", "read-only": True,
                                       "file": {"driver": "file",
@@ -268,19 +272,19 @@ def test_block_forms_before_qemu_2_9(make: Make) -> None:
 
 def test_version_2_9_uses_the_new_forms(make: Make) -> None:
     server, client = make(version=(2, 9, 0))
-    run(client.blockdev_add("/nonexistent/a.img", "b0"))
-    run(client.blockdev_del("b0"))
+    run(client.block.blockdev_add("/nonexistent/a.img", "b0"))
+    run(client.block.blockdev_del("b0"))
     assert [c[0] for c in calls(server)] == ["blockdev-add", "blockdev-del"]
     assert calls(server)[0][1]["node-name"] == "b0"
 
 
 @pytest.mark.parametrize("call", [
-    lambda c: c.blockdev_add("", "b0"),
-    lambda c: c.blockdev_add("/x", ""),
-    lambda c: c.blockdev_add("/x", "b0", read_only="yes"),
-    lambda c: c.blockdev_add_with_cache("/x", "b0", 1, False),
-    lambda c: c.blockdev_add_with_driver_cache("", "/x", "b0", True, True),
-    lambda c: c.blockdev_del(None),
+    lambda c: c.block.blockdev_add("", "b0"),
+    lambda c: c.block.blockdev_add("/x", ""),
+    lambda c: c.block.blockdev_add("/x", "b0", read_only="yes"),
+    lambda c: c.block.blockdev_add_with_cache("/x", "b0", 1, False),
+    lambda c: c.block.blockdev_add_with_driver_cache("", "/x", "b0", True, True),
+    lambda c: c.block.blockdev_del(None),
 ])
 def test_block_validation(server: FakeQMPServer, client: Client,
                           call: Callable[[Client], object]) -> None:
@@ -292,10 +296,10 @@ def test_block_validation(server: FakeQMPServer, client: Client,
 # ----------------------------------------------------------------------- devices
 def test_device_add_forms(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.device_add("b0", "d0", "virtio-blk-pci"))
-    run(client.device_add("b1", "d1", "virtio-blk-pci", "pci.0", romfile="", shared=True,
-                          disable_modern=True))
-    run(client.device_add("b2", "d2", "virtio-blk-ccw", devno="fe.0.0001"))
+    run(client.devices.device_add("b0", "d0", "virtio-blk-pci"))
+    run(client.devices.device_add("b1", "d1", "virtio-blk-pci", "pci.0", romfile="", shared=True,
+                                  disable_modern=True))
+    run(client.devices.device_add("b2", "d2", "virtio-blk-ccw", devno="fe.0.0001"))
     assert calls(server) == [
         ("device_add", {"driver": "virtio-blk-pci", "id": "d0", "drive": "b0"}),
         ("device_add", {"driver": "virtio-blk-pci", "id": "d1", "drive": "b1",
@@ -309,26 +313,26 @@ def test_device_add_forms(server: FakeQMPServer, client: Client) -> None:
 def test_share_rw_needs_qemu_2_10(make: Make) -> None:
     server, client = make(version=(2, 9, 0))
     server.on("device_add", returns={})
-    run(client.device_add("b0", "d0", "scsi-hd", "scsi0.0", shared=True))
+    run(client.devices.device_add("b0", "d0", "scsi-hd", "scsi0.0", shared=True))
     assert calls(server) == [("device_add", {"driver": "scsi-hd", "id": "d0", "drive": "b0",
                                              "bus": "scsi0.0"})]
 
 
 def test_device_add_validation(server: FakeQMPServer, client: Client) -> None:
     with pytest.raises(ValidationError, match="bus or devno"):
-        client.device_add("b0", "d0", "virtio-blk-ccw", "bus0", devno="fe.0.1")
+        client.devices.device_add("b0", "d0", "virtio-blk-ccw", "bus0", devno="fe.0.1")
     with pytest.raises(ValidationError):
-        client.device_add("b0", "", "virtio-blk-pci")
+        client.devices.device_add("b0", "", "virtio-blk-pci")
     with pytest.raises(ValidationError):
-        client.device_add("b0", "d0", "virtio-blk-pci", shared=1)  # type: ignore[arg-type]
+        client.devices.device_add("b0", "d0", "virtio-blk-pci", shared=1)  # type: ignore[arg-type]
     assert calls(server) == []
 
 
 def test_scsi_device_add(server: FakeQMPServer, client: Client) -> None:
     run(client.execute("blockdev-add", {"driver": "null-co", "node-name": "b0"}))
     run(client.execute("blockdev-add", {"driver": "null-co", "node-name": "b1"}))
-    run(client.scsi_device_add("b0", "d0", "scsi-hd", "scsi0.0"))
-    run(client.scsi_device_add("b1", "d1", "scsi-cd", "scsi0.0", 3, 0, shared=True))
+    run(client.devices.scsi_device_add("b0", "d0", "scsi-hd", "scsi0.0"))
+    run(client.devices.scsi_device_add("b1", "d1", "scsi-cd", "scsi0.0", 3, 0, shared=True))
     assert calls(server)[2:] == [
         ("device_add", {"driver": "scsi-hd", "id": "d0", "drive": "b0", "bus": "scsi0.0"}),
         ("device_add", {"driver": "scsi-cd", "id": "d1", "drive": "b1", "bus": "scsi0.0",
@@ -341,25 +345,25 @@ def test_scsi_device_add(server: FakeQMPServer, client: Client) -> None:
 def test_scsi_device_add_refuses_other_drivers(server: FakeQMPServer, client: Client,
                                                driver: str) -> None:
     with pytest.raises(ValidationError, match="driver"):
-        client.scsi_device_add("b0", "d0", driver, "scsi0.0")
+        client.devices.scsi_device_add("b0", "d0", driver, "scsi0.0")
     assert calls(server) == []
 
 
 def test_pci_devices(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.pci_device_add("b0", "d0", "virtio-blk-pci", "0x5", "bridge0", queues=4,
-                              shared=True, romfile="/rom.bin", disable_modern=True))
-    run(client.pci_device_add("b1", "d1", "virtio-blk-pci", "02.0"))
-    run(client.pci_vhost_user_device_add("char0", "fs0", "vhost-user-fs-pci", "0x6",
-                                         "bridge0"))
-    run(client.vfio_device_add("vfio0", "0000:01:00.0"))
-    run(client.vfio_device_add("vfio1", "0000:02:00.0", romfile=""))
-    run(client.pci_vfio_device_add("vfio2", "0000:03:00.0", "0x7", "bridge1"))
-    run(client.pci_vfio_mediated_device_add("mdev0", "/sys/bus/mdev/devices/u1"))
-    run(client.pci_vfio_mediated_device_add("mdev1", "/sys/bus/mdev/devices/u2", "0x8",
-                                            "bridge1", "rom"))
-    run(client.ap_vfio_mediated_device_add("/sys/devices/vfio_ap/matrix/u3"))
-    run(client.ap_vfio_mediated_device_add("/sys/devices/vfio_ap/matrix/u4", dev_id="ap1"))
+    run(client.devices.pci_device_add("b0", "d0", "virtio-blk-pci", "0x5", "bridge0", queues=4,
+                                      shared=True, romfile="/rom.bin", disable_modern=True))
+    run(client.devices.pci_device_add("b1", "d1", "virtio-blk-pci", "02.0"))
+    run(client.devices.pci_vhost_user_device_add("char0", "fs0", "vhost-user-fs-pci", "0x6",
+                                                 "bridge0"))
+    run(client.vfio.vfio_device_add("vfio0", "0000:01:00.0"))
+    run(client.vfio.vfio_device_add("vfio1", "0000:02:00.0", romfile=""))
+    run(client.vfio.pci_vfio_device_add("vfio2", "0000:03:00.0", "0x7", "bridge1"))
+    run(client.vfio.pci_vfio_mediated_device_add("mdev0", "/sys/bus/mdev/devices/u1"))
+    run(client.vfio.pci_vfio_mediated_device_add("mdev1", "/sys/bus/mdev/devices/u2", "0x8",
+                                                 "bridge1", "rom"))
+    run(client.vfio.ap_vfio_mediated_device_add("/sys/devices/vfio_ap/matrix/u3"))
+    run(client.vfio.ap_vfio_mediated_device_add("/sys/devices/vfio_ap/matrix/u4", dev_id="ap1"))
     assert [args for _, args in calls(server)] == [
         {"driver": "virtio-blk-pci", "id": "d0", "drive": "b0", "addr": "0x5",
          "bus": "bridge0", "num-queues": 4, "share-rw": True, "romfile": "/rom.bin",
@@ -382,11 +386,11 @@ def test_pci_devices(server: FakeQMPServer, client: Client) -> None:
 
 def test_net_devices(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.net_pci_device_add("n0", "nic0", "52:54:00:12:34:56", "0x3"))
-    run(client.net_pci_device_add("n1", "nic1", "", "", "bridge0", romfile="", queues=4,
-                                  disable_modern=True))
-    run(client.net_ccw_device_add("n2", "nic2", "52:54:00:00:00:02", "fe.0.0002"))
-    run(client.net_ccw_device_add("n3", "nic3", "52:54:00:00:00:03", "fe.0.0003", queues=2))
+    run(client.devices.net_pci_device_add("n0", "nic0", "52:54:00:12:34:56", "0x3"))
+    run(client.devices.net_pci_device_add("n1", "nic1", "", "", "bridge0", romfile="", queues=4,
+                                          disable_modern=True))
+    run(client.devices.net_ccw_device_add("n2", "nic2", "52:54:00:00:00:02", "fe.0.0002"))
+    run(client.devices.net_ccw_device_add("n3", "nic3", "52:54:00:00:00:03", "fe.0.0003", queues=2))
     assert [args for _, args in calls(server)] == [
         {"driver": "virtio-net-pci", "id": "nic0", "netdev": "n0",
          "mac": "52:54:00:12:34:56", "addr": "0x3"},
@@ -400,22 +404,22 @@ def test_net_devices(server: FakeQMPServer, client: Client) -> None:
 
 
 def test_cpu_device_add(server: FakeQMPServer, client: Client) -> None:
-    slots = run(client.query_hotpluggable_cpus())
+    slots = run(client.cpu.query_hotpluggable_cpus())
     free = next(s for s in slots if s.qom_path is None)
     props = free.properties
-    run(client.cpu_device_add(free.type, "cpu1", props.socket, props.core, props.thread,
-                              die_id=props.die, node_id=props.node))
+    run(client.cpu.cpu_device_add(free.type, "cpu1", props.socket, props.core, props.thread,
+                                  die_id=props.die, node_id=props.node))
     assert calls(server)[-1] == ("device_add", {"driver": free.type, "id": "cpu1",
                                                 "socket-id": 1, "core-id": 0,
                                                 "thread-id": 0})
-    slots = run(client.query_hotpluggable_cpus())
+    slots = run(client.cpu.query_hotpluggable_cpus())
     assert all(s.qom_path is not None for s in slots)
 
 
 def test_cpu_device_add_id_forms(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.cpu_device_add("host-x86_64-cpu", "c2", "1", "", "0", die_id=0, node_id="2"))
-    run(client.cpu_device_add("host-arm-cpu", "c3", None, 5, None))
+    run(client.cpu.cpu_device_add("host-x86_64-cpu", "c2", "1", "", "0", die_id=0, node_id="2"))
+    run(client.cpu.cpu_device_add("host-arm-cpu", "c3", None, 5, None))
     assert [args for _, args in calls(server)] == [
         {"driver": "host-x86_64-cpu", "id": "c2", "socket-id": 1, "die-id": 0,
          "thread-id": 0, "node-id": 2},
@@ -424,21 +428,21 @@ def test_cpu_device_add_id_forms(server: FakeQMPServer, client: Client) -> None:
     bad_ids: list[Any] = ["one", -1, 1.5, True]
     for bad in bad_ids:
         with pytest.raises(ValidationError):
-            client.cpu_device_add("host-x86_64-cpu", "c4", bad, 0, 0)
+            client.cpu.cpu_device_add("host-x86_64-cpu", "c4", bad, 0, 0)
     assert len(calls(server)) == 2
 
 
 def test_pci_vsock_add_forms(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.pci_vsock_add("vsock0", 3))
-    run(client.pci_vsock_add("vsock1", 4, "myfd", "0x9", "bridge0", True))
+    run(client.devices.pci_vsock_add("vsock0", 3))
+    run(client.devices.pci_vsock_add("vsock1", 4, "myfd", "0x9", "bridge0", True))
     assert [args for _, args in calls(server)] == [
         {"driver": "vhost-vsock-pci", "id": "vsock0", "guest-cid": 3},
         {"driver": "vhost-vsock-pci", "id": "vsock1", "guest-cid": 4, "vhostfd": "myfd",
          "addr": "0x9", "bus": "bridge0", "disable-modern": True},
     ]
     with pytest.raises(ValidationError, match="guest_cid"):
-        client.pci_vsock_add("vsock2", 2)
+        client.devices.pci_vsock_add("vsock2", 2)
     assert len(calls(server)) == 2
 
 
@@ -446,7 +450,7 @@ def test_pci_vsock_add_passes_the_vhost_fd(server: FakeQMPServer, client: Client
     server.on("device_add", returns={})
     r, w = pipe_fds()
     try:
-        run(client.pci_vsock_add("vsock0", 5, w, addr="0x4"))
+        run(client.devices.pci_vsock_add("vsock0", 5, w, addr="0x4"))
         assert calls(server) == [
             ("getfd", {"fdname": "vhostfd-vsock0"}),
             ("device_add", {"driver": "vhost-vsock-pci", "id": "vsock0", "guest-cid": 5,
@@ -466,7 +470,7 @@ def test_pci_vsock_add_releases_the_fd_name_when_device_add_fails(
     r, w = pipe_fds()
     try:
         with pytest.raises(CommandError) as info:
-            run(client.pci_vsock_add("vsock0", 5, w))
+            run(client.devices.pci_vsock_add("vsock0", 5, w))
     finally:
         os.close(r)
         os.close(w)
@@ -477,8 +481,8 @@ def test_pci_vsock_add_releases_the_fd_name_when_device_add_fails(
 
 def test_virt_serial_port_add(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.virt_serial_port_add("port0", "char0", "org.qemu.guest_agent.0"))
-    run(client.virt_serial_port_add("port1", "char1", "com.example.1", "vser0.0"))
+    run(client.devices.virt_serial_port_add("port0", "char0", "org.qemu.guest_agent.0"))
+    run(client.devices.virt_serial_port_add("port1", "char1", "com.example.1", "vser0.0"))
     assert [args for _, args in calls(server)] == [
         {"driver": "virtserialport", "id": "port0", "chardev": "char0",
          "name": "org.qemu.guest_agent.0"},
@@ -489,19 +493,19 @@ def test_virt_serial_port_add(server: FakeQMPServer, client: Client) -> None:
 
 def test_device_del_resolves_to_its_event(server: FakeQMPServer, client: Client) -> None:
     run(client.execute("blockdev-add", {"driver": "null-co", "node-name": "b0"}))
-    run(client.scsi_device_add("b0", "d0", "scsi-hd", "scsi0.0", 0, 0))
-    event = run(client.device_del("d0"))
+    run(client.devices.scsi_device_add("b0", "d0", "scsi-hd", "scsi0.0", 0, 0))
+    event = run(client.devices.device_del("d0"))
     assert isinstance(event, Event)
     assert event.name == "DEVICE_DELETED" and event.data["device"] == "d0"
     assert calls(server)[-1] == ("device_del", {"id": "d0"})
-    run(client.blockdev_del("b0"))  # the node is free once the event came
+    run(client.block.blockdev_del("b0"))  # the node is free once the event came
     assert server.nodes == {}
 
 
 def test_device_del_waits_for_its_own_event_only(server: FakeQMPServer, client: Client,
                                                  reactor: Reactor) -> None:
     server.on("device_del", returns={})  # scripted: no built-in unplug, no event
-    fut = client.device_del("d0")
+    fut = client.devices.device_del("d0")
     server.wait_for_commands(2)
     pump(reactor)
     assert not fut.done()
@@ -520,12 +524,12 @@ def test_device_del_event_before_the_reply_counts(server: FakeQMPServer,
         ("DEVICE_DELETED", {"path": "/machine/peripheral/d0/virtio-backend"}),
         ("DEVICE_DELETED", {"device": "d0", "path": "/machine/peripheral/d0"}),
     ])
-    assert run(client.device_del("d0")).data["device"] == "d0"
+    assert run(client.devices.device_del("d0")).data["device"] == "d0"
 
 
 def test_device_del_error(server: FakeQMPServer, client: Client) -> None:
     with pytest.raises(CommandError) as info:
-        run(client.device_del("nope"))
+        run(client.devices.device_del("nope"))
     assert info.value.error_class == "DeviceNotFound"
 
 
@@ -533,14 +537,14 @@ def test_device_del_many_pipelined(server: FakeQMPServer, client: Client) -> Non
     futs: list[Future[Any]] = []
     for i in range(50):
         futs.append(client.execute("blockdev-add", {"driver": "null-co", "node-name": f"b{i}"}))
-        futs.append(client.scsi_device_add(f"b{i}", f"d{i}", "scsi-hd", "scsi0.0", i, 0))
+        futs.append(client.devices.scsi_device_add(f"b{i}", f"d{i}", "scsi-hd", "scsi0.0", i, 0))
     for f in futs:
         run(f)
     def unplug(i: int) -> Future[None]:
         def free_node(_: Event) -> Future[None]:
-            return client.blockdev_del(f"b{i}")
+            return client.block.blockdev_del(f"b{i}")
 
-        return client.device_del(f"d{i}").chain(free_node)
+        return client.devices.device_del(f"d{i}").chain(free_node)
 
     dels = [unplug(i) for i in range(50)]
     for f in dels:
@@ -550,10 +554,10 @@ def test_device_del_many_pipelined(server: FakeQMPServer, client: Client) -> Non
 
 # ------------------------------------------------------------------------ memory
 def test_memdev_add(server: FakeQMPServer, client: Client) -> None:
-    run(client.memdev_add("memory-backend-file", "mem0", "/dev/hugepages", 128, True,
-                          "pc-dimm", "dimm0", "0x100000000", "bus0"))
-    run(client.memdev_add("memory-backend-ram", "mem1", "", 64, False,
-                          "virtio-mem-pci", "vmem1"))
+    run(client.memory.memdev_add("memory-backend-file", "mem0", "/dev/hugepages", 128, True,
+                                 "pc-dimm", "dimm0", "0x100000000", "bus0"))
+    run(client.memory.memdev_add("memory-backend-ram", "mem1", "", 64, False,
+                                 "virtio-mem-pci", "vmem1"))
     assert calls(server) == [
         ("object-add", {"qom-type": "memory-backend-file", "id": "mem0",
                         "size": 128 << 20, "mem-path": "/dev/hugepages", "share": True}),
@@ -565,7 +569,7 @@ def test_memdev_add(server: FakeQMPServer, client: Client) -> None:
 
 
 def test_hotplug_memory(server: FakeQMPServer, client: Client) -> None:
-    run(client.hotplug_memory("memory-backend-ram", "mem0", "", 256))
+    run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 256))
     assert calls(server) == [
         ("object-add", {"qom-type": "memory-backend-ram", "id": "mem0", "size": 256 << 20}),
         ("device_add", {"driver": "pc-dimm", "id": "dimmmem0", "memdev": "mem0"}),
@@ -577,8 +581,8 @@ def test_memdev_rollback_reports_the_device_add_error(server: FakeQMPServer,
                                                       client: Client) -> None:
     server.on("device_add", error=("GenericError", "No free slots"))
     with pytest.raises(CommandError) as info:
-        run(client.memdev_add("memory-backend-ram", "mem0", "", 64, False, "pc-dimm",
-                              "dimm0"))
+        run(client.memory.memdev_add("memory-backend-ram", "mem0", "", 64, False, "pc-dimm",
+                                     "dimm0"))
     assert info.value.command == "device_add" and info.value.desc == "No free slots"
     assert [c[0] for c in calls(server)] == ["object-add", "device_add", "object-del"]
     assert calls(server)[-1] == ("object-del", {"id": "mem0"})
@@ -590,7 +594,7 @@ def test_memdev_failed_rollback_does_not_hide_the_error(
     server.on("device_add", error=("GenericError", "No free slots"))
     server.on("object-del", error=("GenericError", "object 'mem0' is in use"))
     with pytest.raises(CommandError) as info:
-        run(client.hotplug_memory("memory-backend-ram", "mem0", "", 64))
+        run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 64))
     assert info.value.command == "device_add"
     assert "object-del" in caplog.text
 
@@ -599,7 +603,7 @@ def test_memdev_object_add_failure_sends_nothing_more(server: FakeQMPServer,
                                                       client: Client) -> None:
     server.on("object-add", error=("GenericError", "Cannot allocate memory"))
     with pytest.raises(CommandError) as info:
-        run(client.hotplug_memory("memory-backend-ram", "mem0", "", 64))
+        run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 64))
     assert info.value.command == "object-add"
     assert [c[0] for c in calls(server)] == ["object-add"]
 
@@ -607,7 +611,7 @@ def test_memdev_object_add_failure_sends_nothing_more(server: FakeQMPServer,
 def test_memdev_rollback_after_timeout(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", delay=1.0)
     with pytest.raises(Timeout):
-        run(client.hotplug_memory("memory-backend-ram", "mem0", "", 64, timeout=0.1))
+        run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 64, timeout=0.1))
     server.wait_for_commands(4)
     assert [c[0] for c in calls(server)] == ["object-add", "device_add", "object-del"]
 
@@ -615,7 +619,7 @@ def test_memdev_rollback_after_timeout(server: FakeQMPServer, client: Client) ->
 def test_memdev_cancel_stops_the_next_step(server: FakeQMPServer, client: Client,
                                            reactor: Reactor) -> None:
     server.on("object-add", delay=0.05)
-    fut = client.hotplug_memory("memory-backend-ram", "mem0", "", 64)
+    fut = client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 64)
     assert fut.cancel()
     with pytest.raises(Cancelled):
         run(fut)
@@ -627,21 +631,21 @@ def test_memdev_props_form_before_qemu_5(make: Make) -> None:
     server, client = make(version=(4, 2, 0))
     server.on("object-add", returns={})
     server.on("device_add", returns={})
-    run(client.memdev_add("memory-backend-file", "mem0", "/dev/shm/m", 1, True, "pc-dimm",
-                          "dimm0"))
+    run(client.memory.memdev_add("memory-backend-file", "mem0", "/dev/shm/m", 1, True, "pc-dimm",
+                                 "dimm0"))
     assert calls(server)[0] == ("object-add", {
         "qom-type": "memory-backend-file", "id": "mem0",
         "props": {"size": 1 << 20, "mem-path": "/dev/shm/m", "share": True}})
 
 
 @pytest.mark.parametrize("call", [
-    lambda c: c.memdev_add("iothread", "m0", "", 1, False, "pc-dimm", "d0"),
-    lambda c: c.memdev_add("memory-backend-file", "m0", "", 1, False, "pc-dimm", "d0"),
-    lambda c: c.memdev_add("memory-backend-ram", "m0", "", 0, False, "pc-dimm", "d0"),
-    lambda c: c.memdev_add("memory-backend-ram", "m0", "", 1, False, "pc-dimm", ""),
-    lambda c: c.hotplug_memory("memory-backend-ram", "", "", 1),
-    lambda c: c.nvdimm_device_add("nv0", "", 1 << 20),
-    lambda c: c.nvdimm_device_add("nv0", "/x", 1 << 20, pmem="on"),
+    lambda c: c.memory.memdev_add("iothread", "m0", "", 1, False, "pc-dimm", "d0"),
+    lambda c: c.memory.memdev_add("memory-backend-file", "m0", "", 1, False, "pc-dimm", "d0"),
+    lambda c: c.memory.memdev_add("memory-backend-ram", "m0", "", 0, False, "pc-dimm", "d0"),
+    lambda c: c.memory.memdev_add("memory-backend-ram", "m0", "", 1, False, "pc-dimm", ""),
+    lambda c: c.memory.hotplug_memory("memory-backend-ram", "", "", 1),
+    lambda c: c.memory.nvdimm_device_add("nv0", "", 1 << 20),
+    lambda c: c.memory.nvdimm_device_add("nv0", "/x", 1 << 20, pmem="on"),
 ])
 def test_memory_validation(server: FakeQMPServer, client: Client,
                            call: Callable[[Client], object]) -> None:
@@ -651,8 +655,8 @@ def test_memory_validation(server: FakeQMPServer, client: Client,
 
 
 def test_nvdimm_device_add(server: FakeQMPServer, client: Client) -> None:
-    run(client.nvdimm_device_add("0", "/var/lib/nv.img", 1 << 30))
-    run(client.nvdimm_device_add("1", "/var/lib/nv1.img", 1 << 30, pmem=True))
+    run(client.memory.nvdimm_device_add("0", "/var/lib/nv.img", 1 << 30))
+    run(client.memory.nvdimm_device_add("1", "/var/lib/nv1.img", 1 << 30, pmem=True))
     assert calls(server) == [
         ("object-add", {"qom-type": "memory-backend-file", "id": "nvdimmbackmem0",
                         "mem-path": "/var/lib/nv.img", "size": 1 << 30, "share": True}),
@@ -667,17 +671,17 @@ def test_nvdimm_device_add(server: FakeQMPServer, client: Client) -> None:
 def test_nvdimm_rollback(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", error=("GenericError", "nvdimm is not enabled"))
     with pytest.raises(CommandError, match="nvdimm is not enabled"):
-        run(client.nvdimm_device_add("0", "/var/lib/nv.img", 1 << 30))
+        run(client.memory.nvdimm_device_add("0", "/var/lib/nv.img", 1 << 30))
     assert calls(server)[-1] == ("object-del", {"id": "nvdimmbackmem0"})
     assert server.objects == {}
 
 
 # ---------------------------------------------------------------------- net, char
 def test_netdev_add_forms(server: FakeQMPServer, client: Client) -> None:
-    run(client.netdev_add("tap", "n0", "tap0"))
-    run(client.netdev_add("tap", "n1", queues=4, vhost=True, vnet_hdr=True))
-    run(client.netdev_add("user", "n2", ipv6_prefix="fd00::", hostfwd=["tcp::2222-:22"]))
-    run(client.netdev_add("tap", "n3", "", "/etc/down", "/etc/up", 1))
+    run(client.net.netdev_add("tap", "n0", "tap0"))
+    run(client.net.netdev_add("tap", "n1", queues=4, vhost=True, vnet_hdr=True))
+    run(client.net.netdev_add("user", "n2", ipv6_prefix="fd00::", hostfwd=["tcp::2222-:22"]))
+    run(client.net.netdev_add("tap", "n3", "", "/etc/down", "/etc/up", 1))
     assert calls(server) == [
         ("netdev_add", {"type": "tap", "id": "n0", "ifname": "tap0", "downscript": "no",
                         "script": "no"}),
@@ -693,11 +697,11 @@ def test_netdev_add_forms(server: FakeQMPServer, client: Client) -> None:
 
 def test_netdev_add_validation(server: FakeQMPServer, client: Client) -> None:
     with pytest.raises(ValidationError):
-        client.netdev_add("user", "n0", type="tap")
+        client.net.netdev_add("user", "n0", type="tap")
     with pytest.raises(ValidationError):
-        client.netdev_add("tap", "n0", queues=-1)
+        client.net.netdev_add("tap", "n0", queues=-1)
     with pytest.raises(ValidationError):
-        client.netdev_add("", "n0")
+        client.net.netdev_add("", "n0")
     assert calls(server) == []
 
 
@@ -712,9 +716,9 @@ def test_wire_name() -> None:
 
 
 def test_netdev_chardev_add_and_del(server: FakeQMPServer, client: Client) -> None:
-    run(client.netdev_chardev_add("vhost-user", "n0", "char0", 2))
-    run(client.netdev_chardev_add("vhost-user", "n1", "char1", 1))
-    run(client.netdev_del("n0"))
+    run(client.net.netdev_chardev_add("vhost-user", "n0", "char0", 2))
+    run(client.net.netdev_chardev_add("vhost-user", "n1", "char1", 1))
+    run(client.net.netdev_del("n0"))
     assert calls(server) == [
         ("netdev_add", {"type": "vhost-user", "id": "n0", "chardev": "char0", "queues": 2}),
         ("netdev_add", {"type": "vhost-user", "id": "n1", "chardev": "char1"}),
@@ -726,7 +730,7 @@ def test_netdev_chardev_add_and_del(server: FakeQMPServer, client: Client) -> No
 def test_netdev_add_by_fds_sends_the_fds(server: FakeQMPServer, client: Client) -> None:
     pipes = [pipe_fds() for _ in range(3)]
     try:
-        run(client.netdev_add_by_fds("tap", "n0", [pipes[0][1], pipes[1][1]], [pipes[2][1]]))
+        run(client.net.netdev_add_by_fds("tap", "n0", [pipes[0][1], pipes[1][1]], [pipes[2][1]]))
         assert calls(server) == [
             ("getfd", {"fdname": "fd0"}),
             ("getfd", {"fdname": "fd1"}),
@@ -750,7 +754,7 @@ def test_netdev_add_by_fds_sends_the_fds(server: FakeQMPServer, client: Client) 
 def test_netdev_add_by_fds_without_vhost(server: FakeQMPServer, client: Client) -> None:
     r, w = pipe_fds()
     try:
-        run(client.netdev_add_by_fds("tap", "n0", [w]))
+        run(client.net.netdev_add_by_fds("tap", "n0", [w]))
     finally:
         os.close(r)
         os.close(w)
@@ -763,7 +767,7 @@ def test_netdev_add_by_fds_rolls_back_on_netdev_add_error(server: FakeQMPServer,
     r, w = pipe_fds()
     try:
         with pytest.raises(CommandError) as info:
-            run(client.netdev_add_by_fds("tap", "n0", [w, w], [w]))
+            run(client.net.netdev_add_by_fds("tap", "n0", [w, w], [w]))
     finally:
         os.close(r)
         os.close(w)
@@ -779,7 +783,7 @@ def test_netdev_add_by_fds_reports_the_getfd_error(server: FakeQMPServer,
     r, w = pipe_fds()
     try:
         with pytest.raises(CommandError) as info:
-            run(client.netdev_add_by_fds("tap", "n0", [w, w]))
+            run(client.net.netdev_add_by_fds("tap", "n0", [w, w]))
     finally:
         os.close(r)
         os.close(w)
@@ -793,8 +797,8 @@ def test_two_netdev_add_by_fds_do_not_interleave(server: FakeQMPServer,
                                                  client: Client) -> None:
     r, w = pipe_fds()
     try:
-        a = client.netdev_add_by_fds("tap", "n0", [w])
-        b = client.netdev_add_by_fds("tap", "n1", [w])
+        a = client.net.netdev_add_by_fds("tap", "n0", [w])
+        b = client.net.netdev_add_by_fds("tap", "n1", [w])
         run(a)
         run(b)
     finally:
@@ -808,21 +812,21 @@ def test_netdev_add_by_fds_validation(server: FakeQMPServer, client: Client) -> 
     os.close(r)
     os.close(w)
     with pytest.raises(ValidationError, match="not an open file descriptor"):
-        client.netdev_add_by_fds("tap", "n0", [0, w])
+        client.net.netdev_add_by_fds("tap", "n0", [0, w])
     with pytest.raises(ValidationError):
-        client.netdev_add_by_fds("tap", "n0", [])
+        client.net.netdev_add_by_fds("tap", "n0", [])
     with pytest.raises(ValidationError):
-        client.netdev_add_by_fds("tap", "n0", [-1])
+        client.net.netdev_add_by_fds("tap", "n0", [-1])
     assert calls(server) == []
     assert server.received_fds == []
 
 
 def test_chardev_unix_socket(server: FakeQMPServer, client: Client) -> None:
-    run(client.chardev_unix_socket_add("char0", "/run/vm/c0.sock"))
-    run(client.chardev_unix_socket_add("char1", "/run/vm/c1.sock", wait=True))
-    run(client.chardev_unix_socket_add("char2", "/run/vm/c2.sock", server=False,
-                                       reconnect=2))
-    run(client.chardev_del("char0"))
+    run(client.chardev.chardev_unix_socket_add("char0", "/run/vm/c0.sock"))
+    run(client.chardev.chardev_unix_socket_add("char1", "/run/vm/c1.sock", wait=True))
+    run(client.chardev.chardev_unix_socket_add("char2", "/run/vm/c2.sock", server=False,
+                                               reconnect=2))
+    run(client.chardev.chardev_del("char0"))
 
     def backend(path: str, **data: Any) -> dict[str, Any]:
         return {"type": "socket",
@@ -844,28 +848,28 @@ def test_chardev_unix_socket(server: FakeQMPServer, client: Client) -> None:
 def test_getfd_and_closefd(server: FakeQMPServer, client: Client) -> None:
     r, w = pipe_fds()
     try:
-        run(client.getfd("mine", w))
+        run(client.fds.getfd("mine", w))
         (theirs,) = server.received_fds
         os.write(theirs, b"g")
         assert os.read(r, 1) == b"g"
-        run(client.closefd("mine"))
+        run(client.fds.closefd("mine"))
     finally:
         os.close(r)
         os.close(w)
     assert calls(server) == [("getfd", {"fdname": "mine"}), ("closefd", {"fdname": "mine"})]
     with pytest.raises(CommandError):
-        run(client.closefd("mine"))
+        run(client.fds.closefd("mine"))
 
 
 def test_getfd_validation(server: FakeQMPServer, client: Client) -> None:
     r, w = pipe_fds()
     try:
         with pytest.raises(ValidationError, match="digit"):
-            client.getfd("0fd", w)
+            client.fds.getfd("0fd", w)
         with pytest.raises(ValidationError):
-            client.getfd("", w)
+            client.fds.getfd("", w)
         with pytest.raises(ValidationError):
-            client.getfd("x", "3")  # type: ignore[arg-type]
+            client.fds.getfd("x", "3")  # type: ignore[arg-type]
     finally:
         os.close(r)
         os.close(w)
@@ -875,15 +879,15 @@ def test_getfd_validation(server: FakeQMPServer, client: Client) -> None:
 def test_add_fd_and_remove_fd(server: FakeQMPServer, client: Client) -> None:
     r, w = pipe_fds()
     try:
-        info = run(client.add_fd(w))
-        info2 = run(client.add_fd(w, fdset_id=7, opaque="rw"))
+        info = run(client.fds.add_fd(w))
+        info2 = run(client.fds.add_fd(w, fdset_id=7, opaque="rw"))
     finally:
         os.close(r)
         os.close(w)
     assert isinstance(info, AddFdInfo) and info.fdset_id == 0
     assert info2.fdset_id == 7
-    run(client.remove_fd(info.fdset_id, info.fd))
-    run(client.remove_fd(7))
+    run(client.fds.remove_fd(info.fdset_id, info.fd))
+    run(client.fds.remove_fd(7))
     assert calls(server) == [
         ("add-fd", None),
         ("add-fd", {"fdset-id": 7, "opaque": "rw"}),
@@ -895,7 +899,7 @@ def test_add_fd_and_remove_fd(server: FakeQMPServer, client: Client) -> None:
 
 # ----------------------------------------------------------------------- queries
 def test_query_hotpluggable_cpus(server: FakeQMPServer, client: Client) -> None:
-    slots = run(client.query_hotpluggable_cpus())
+    slots = run(client.cpu.query_hotpluggable_cpus())
     assert slots == [
         HotpluggableCPU("qemu64-x86_64-cpu", 1, CPUProperties(socket=1, core=0, thread=0)),
         HotpluggableCPU("qemu64-x86_64-cpu", 1, CPUProperties(socket=0, core=0, thread=0),
@@ -907,11 +911,11 @@ def test_query_memory_devices(server: FakeQMPServer, client: Client) -> None:
     dimm = {"id": "dimm0", "addr": 4294967296, "size": 134217728, "slot": 0, "node": 0,
             "memdev": "/objects/mem0", "hotplugged": True, "hotpluggable": True}
     server.on("query-memory-devices", returns=[{"type": "dimm", "data": dimm}])
-    assert run(client.query_memory_devices()) == [MemoryDevice("dimm", dimm)]
+    assert run(client.memory.query_memory_devices()) == [MemoryDevice("dimm", dimm)]
 
 
 def test_query_cpus_uses_fast_on_new_qemu(server: FakeQMPServer, client: Client) -> None:
-    (cpu,) = run(client.query_cpus())
+    (cpu,) = run(client.cpu.query_cpus())
     assert isinstance(cpu, CPUInfo)
     assert cpu.cpu_index == 0 and cpu.qom_path == "/machine/unattached/device[0]"
     assert cpu.props == CPUProperties(socket=0, core=0, thread=0)
@@ -921,7 +925,7 @@ def test_query_cpus_uses_fast_on_new_qemu(server: FakeQMPServer, client: Client)
 
 def test_query_cpus_fast_from_2_12(make: Make) -> None:
     server, client = make(version=(2, 12, 0))
-    run(client.query_cpus())
+    run(client.cpu.query_cpus())
     assert calls(server) == [("query-cpus-fast", None)]
 
 
@@ -931,7 +935,7 @@ def test_query_cpus_legacy_shape(make: Make) -> None:
         "CPU": 0, "current": True, "halted": False, "qom_path": "/machine/unattached/device[0]",
         "arch": "x86", "pc": 1048560, "thread_id": 4242,
         "props": {"core-id": 0, "thread-id": 0, "socket-id": 0}}])
-    assert run(client.query_cpus()) == [
+    assert run(client.cpu.query_cpus()) == [
         CPUInfo(0, "/machine/unattached/device[0]", 4242,
                 CPUProperties(socket=0, core=0, thread=0), None)]
     assert calls(server) == [("query-cpus", None)]
@@ -939,7 +943,7 @@ def test_query_cpus_legacy_shape(make: Make) -> None:
 
 def test_query_cpus_falls_back_when_query_cpus_is_missing(make: Make) -> None:
     server, client = make(version=(2, 11, 0))  # the fake has no query-cpus
-    (cpu,) = run(client.query_cpus())
+    (cpu,) = run(client.cpu.query_cpus())
     assert cpu.target == "x86_64"
     assert calls(server) == [("query-cpus", None), ("query-cpus-fast", None)]
 
@@ -948,15 +952,15 @@ def test_query_cpus_other_errors_are_not_retried(make: Make) -> None:
     server, client = make(version=(2, 11, 0))
     server.on("query-cpus", error=("GenericError", "busy"))
     with pytest.raises(CommandError, match="busy"):
-        run(client.query_cpus())
+        run(client.cpu.query_cpus())
     assert calls(server) == [("query-cpus", None)]
 
 
 def test_query_migrate_and_schema(server: FakeQMPServer, client: Client) -> None:
-    assert run(client.query_migrate()) == MigrationInfo(None, {})
+    assert run(client.migration.query_migrate()) == MigrationInfo(None, {})
     server.on("query-qmp-schema", returns=[{"name": "query-status", "meta-type": "command",
                                             "arg-type": "0", "ret-type": "1"}])
-    schema = run(client.query_qmp_schema())
+    schema = run(client.monitor.query_qmp_schema())
     assert schema[0]["name"] == "query-status"
     assert calls(server) == [("query-migrate", None), ("query-qmp-schema", None)]
 
@@ -964,8 +968,8 @@ def test_query_migrate_and_schema(server: FakeQMPServer, client: Client) -> None
 # --------------------------------------------------------------------- migration
 def test_migration_commands(server: FakeQMPServer, client: Client) -> None:
     server.on("migrate-incoming", returns={})
-    run(client.migrate_set_capabilities({"events": True, "xbzrle": False}))
-    run(client.migrate_incoming("tcp:0:4444"))
+    run(client.migration.migrate_set_capabilities({"events": True, "xbzrle": False}))
+    run(client.migration.migrate_incoming("tcp:0:4444"))
     assert calls(server) == [
         ("migrate-set-capabilities", {"capabilities": [
             {"capability": "events", "state": True},
@@ -973,67 +977,67 @@ def test_migration_commands(server: FakeQMPServer, client: Client) -> None:
         ("migrate-incoming", {"uri": "tcp:0:4444"}),
     ]
     with pytest.raises(ValidationError):
-        client.migrate_set_capabilities({})
+        client.migration.migrate_set_capabilities({})
     with pytest.raises(ValidationError):
-        client.migrate_set_capabilities({"events": 1})  # type: ignore[dict-item]
+        client.migration.migrate_set_capabilities({"events": 1})  # type: ignore[dict-item]
     with pytest.raises(ValidationError):
-        client.migrate("")
+        client.migration.migrate("")
     assert len(calls(server)) == 2
 
 
 def test_migrate_and_wait(server: FakeQMPServer, client: Client) -> None:
-    run(client.migrate_set_capabilities({"events": True}))
-    assert run(client.migrate_and_wait("exec:cat > /dev/null")) == "completed"
+    run(client.migration.migrate_set_capabilities({"events": True}))
+    assert run(client.migration.migrate_and_wait("exec:cat > /dev/null")) == "completed"
     assert calls(server)[-1] == ("migrate", {"uri": "exec:cat > /dev/null"})
-    info = run(client.query_migrate())
+    info = run(client.migration.query_migrate())
     assert info.status == "completed" and info.raw["status"] == "completed"
 
 
 def test_migrate_and_wait_reports_failure(server: FakeQMPServer, client: Client) -> None:
     server.on("migrate", returns={}, events=[("MIGRATION", {"status": "setup"})],
               events_after=[("MIGRATION", {"status": "failed"}, 0.01)])
-    assert run(client.migrate_and_wait("tcp:nowhere:1")) == "failed"
+    assert run(client.migration.migrate_and_wait("tcp:nowhere:1")) == "failed"
 
 
 def test_wait_migration_after_migrate(server: FakeQMPServer, client: Client) -> None:
     server.migrate_delay = 0.02
-    run(client.migrate_set_capabilities({"events": True}))
-    run(client.migrate("exec:cat > /dev/null"))
-    assert run(client.wait_migration(timeout=WAIT)) == "completed"
+    run(client.migration.migrate_set_capabilities({"events": True}))
+    run(client.migration.migrate("exec:cat > /dev/null"))
+    assert run(client.migration.wait_migration(timeout=WAIT)) == "completed"
 
 
 def test_wait_migration_when_it_is_already_over(server: FakeQMPServer, client: Client,
                                                 reactor: Reactor) -> None:
-    run(client.migrate_set_capabilities({"events": True}))
-    run(client.migrate_and_wait("exec:cat > /dev/null"))
+    run(client.migration.migrate_set_capabilities({"events": True}))
+    run(client.migration.migrate_and_wait("exec:cat > /dev/null"))
     # No event will come again: query-migrate tells it is over.
-    assert run(client.wait_migration(timeout=WAIT)) == "completed"
+    assert run(client.migration.wait_migration(timeout=WAIT)) == "completed"
     pump(reactor)
     assert client._waits == set()  # the event wait was released
 
 
 def test_wait_migration_times_out(server: FakeQMPServer, client: Client) -> None:
     with pytest.raises(Timeout):
-        run(client.wait_migration(timeout=0.05))
+        run(client.migration.wait_migration(timeout=0.05))
     assert client._waits == set()
 
 
 # ------------------------------------------------------------------------- other
 def test_balloon(server: FakeQMPServer, client: Client) -> None:
     server.on("balloon", returns={})
-    run(client.balloon(1 << 30))
+    run(client.vm.balloon(1 << 30))
     assert calls(server) == [("balloon", {"value": 1 << 30})]
     with pytest.raises(ValidationError):
-        client.balloon(0)
+        client.vm.balloon(0)
 
 
 def test_qom(server: FakeQMPServer, client: Client) -> None:
-    props = run(client.qom_list("/machine"))
+    props = run(client.qom.qom_list("/machine"))
     assert ObjectProperty("type", "string") in props
     assert all(isinstance(p, ObjectProperty) for p in props)
-    assert run(client.qom_get("/machine", "type")) == "pc-i440fx-7.2-machine"
-    run(client.qom_set("/machine", "x-note", 42))
-    assert run(client.qom_get("/machine", "x-note")) == 42
+    assert run(client.qom.qom_get("/machine", "type")) == "pc-i440fx-7.2-machine"
+    run(client.qom.qom_set("/machine", "x-note", 42))
+    assert run(client.qom.qom_get("/machine", "x-note")) == 42
     assert calls(server) == [
         ("qom-list", {"path": "/machine"}),
         ("qom-get", {"path": "/machine", "property": "type"}),
@@ -1045,14 +1049,14 @@ def test_qom(server: FakeQMPServer, client: Client) -> None:
 def test_qom_list_with_descriptions(server: FakeQMPServer, client: Client) -> None:
     server.on("qom-list", returns=[{"name": "size", "type": "int",
                                     "description": "Size of the memory region"}])
-    assert run(client.qom_list("/objects/mem0")) == [
+    assert run(client.qom.qom_list("/objects/mem0")) == [
         ObjectProperty("size", "int", "Size of the memory region")]
 
 
 def test_dump_guest_memory(server: FakeQMPServer, client: Client) -> None:
     server.on("dump-guest-memory", returns={})
-    run(client.dump_guest_memory("file:/tmp/vm.dump", False, "elf"))
-    run(client.dump_guest_memory("fd:dumpfd", True))
+    run(client.vm.dump_guest_memory("file:/tmp/vm.dump", False, "elf"))
+    run(client.vm.dump_guest_memory("fd:dumpfd", True))
     assert calls(server) == [
         ("dump-guest-memory", {"protocol": "file:/tmp/vm.dump", "paging": False,
                                "format": "elf"}),
@@ -1061,39 +1065,50 @@ def test_dump_guest_memory(server: FakeQMPServer, client: Client) -> None:
 
 
 def test_human_monitor_command(server: FakeQMPServer, client: Client) -> None:
-    out = run(client.human_monitor_command("info version"))
+    out = run(client.monitor.human_monitor_command("info version"))
     assert isinstance(out, str) and out.startswith("7.2.0")
-    run(client.human_monitor_command("info registers", cpu_index=0))
+    run(client.monitor.human_monitor_command("info registers", cpu_index=0))
     assert calls(server) == [
         ("human-monitor-command", {"command-line": "info version"}),
         ("human-monitor-command", {"command-line": "info registers", "cpu-index": 0}),
     ]
     with pytest.raises(ValidationError):
-        client.human_monitor_command("")
+        client.monitor.human_monitor_command("")
 
 
 # ------------------------------------------------------------------- the base
-def test_operations_needs_execute() -> None:
-    with pytest.raises(NotImplementedError, match="execute"):
-        Operations().stop()
-    with pytest.raises(NotImplementedError, match="wait_event"):
-        Operations().wait_migration()
-
-
-def test_operations_over_a_custom_execute() -> None:
-    """Operations is usable over any execute(): here one that records and answers {}."""
-
-    class Recorder(Operations):
-        def __init__(self) -> None:
-            self.sent: list[tuple[str, Any, dict[str, Any]]] = []
-
-        def execute(self, name: str, arguments: Any = None, **kwargs: Any) -> Future[Any]:
-            self.sent.append((name, arguments, kwargs))
-            fut: Future[Any] = Future()
-            fut.set_result({})
-            return fut
-
+def test_namespaces_over_a_custom_executor() -> None:
+    """A namespace is usable over any Executor: here one that records and answers {}."""
     rec = Recorder()
-    assert rec.version is None
-    assert rec.blockdev_del("b0", timeout=2.0).result() is None
+    executor: Executor = rec  # the protocol is all a namespace needs
+    assert executor.version is None
+    assert BlockOps(executor).blockdev_del("b0", timeout=2.0).result() is None
     assert rec.sent == [("blockdev-del", {"node-name": "b0"}, {"timeout": 2.0})]
+
+
+def test_namespace_needs_wait_event_only_where_it_waits() -> None:
+    with pytest.raises(NotImplementedError, match="wait"):
+        MigrationOps(Recorder()).wait_migration()
+
+
+def test_a_dropped_client_that_used_a_namespace_is_collected(reactor: Reactor) -> None:
+    server = FakeQMPServer(reactor=reactor)
+    client = Client(reactor)
+    client.connect_socket(server.connect_pair()).result(timeout=WAIT)
+    run(client.vm.query_status())
+    client.close()
+    server.close()
+    pump(reactor)
+    gone = weakref.ref(client)
+    del client
+    gc.collect()  # client.__dict__["vm"] refers back to the client: a cycle
+    assert gone() is None
+
+
+def test_namespaces_are_made_on_first_use_and_kept(client: Client) -> None:
+    fresh = Client(client.reactor)
+    assert not {"vm", "block", "devices"} & set(vars(fresh))
+    fresh.close()
+    vm = client.vm
+    assert client.vm is vm and vars(client)["vm"] is vm
+    assert repr(vm).startswith("<VMOps of ")

@@ -11,16 +11,6 @@ See the README and ``docs/`` for the guide; the layers are described in each mod
 
 from typing import TYPE_CHECKING, Any
 
-from ._types import (
-    AddFdInfo,
-    CPUInfo,
-    CPUProperties,
-    HotpluggableCPU,
-    MemoryDevice,
-    MigrationInfo,
-    ObjectProperty,
-    StatusInfo,
-)
 from .client import Client, ClientState, connect
 from .core.messages import Event, QMPVersion
 from .errors import (
@@ -43,6 +33,16 @@ from .errors import (
 )
 from .events import EventFilter, Subscription
 from .futures import Future, gather
+from .ops import (
+    AddFdInfo,
+    CPUInfo,
+    CPUProperties,
+    HotpluggableCPU,
+    MemoryDevice,
+    MigrationInfo,
+    ObjectProperty,
+    StatusInfo,
+)
 from .reactor import Reactor
 from .reconnect import ReconnectPolicy
 

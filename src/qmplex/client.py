@@ -35,6 +35,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import ops
 from .connection import (
     DEFAULT_WINDOW,
     Address,
@@ -57,7 +58,6 @@ from .errors import (
 )
 from .events import DispatchTable, EventFilter, Subscription
 from .futures import _DONE, _FAILED, _PENDING, Future
-from .operations import Operations
 from .reactor import Reactor, TimerHandle
 from .reconnect import ReconnectPolicy
 
@@ -133,8 +133,13 @@ class _EventWait(Future[Event]):
         self._complete(_FAILED, err)
 
 
-class Client(Operations):
+class Client(ops.DeprecatedOperations):
     """A QMP client living on a reactor.
+
+    The typed operations are grouped by domain: ``client.vm.stop()``,
+    ``client.devices.scsi_device_add(...)``, ``client.block.blockdev_add(...)`` ...
+    (see :mod:`qmplex.ops`). The flat names of 0.1 (``client.stop()``) still work, with
+    a ``DeprecationWarning``, for one release.
 
     Args:
         reactor: the reactor to live on (a new private one when omitted: it is then
@@ -150,6 +155,21 @@ class Client(Operations):
 
     Every method may be called from any thread (see the module docstring).
     """
+
+    # The typed operations by domain. Each namespace is made on first use and kept in
+    # the instance's __dict__ (an idle client pays nothing).
+    vm = ops.LazyNamespace(ops.VMOps)
+    monitor = ops.LazyNamespace(ops.MonitorOps)
+    block = ops.LazyNamespace(ops.BlockOps)
+    devices = ops.LazyNamespace(ops.DeviceOps)
+    vfio = ops.LazyNamespace(ops.VFIOOps)
+    cpu = ops.LazyNamespace(ops.CPUOps)
+    memory = ops.LazyNamespace(ops.MemoryOps)
+    net = ops.LazyNamespace(ops.NetOps)
+    chardev = ops.LazyNamespace(ops.ChardevOps)
+    fds = ops.LazyNamespace(ops.FdOps)
+    migration = ops.LazyNamespace(ops.MigrationOps)
+    qom = ops.LazyNamespace(ops.QOMOps)
 
     def __init__(
         self,
@@ -209,7 +229,7 @@ class Client(Operations):
         return self._conn.address
 
     @property
-    def version(self) -> QMPVersion | None:  # type: ignore[override]
+    def version(self) -> QMPVersion | None:
         """The peer's version (from its greeting); None before it."""
         return self._conn.version
 

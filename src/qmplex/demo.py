@@ -303,8 +303,8 @@ def _plug(client: Client, disks: int, progress: ProgressCallback | None,
     for i in range(disks):
         futures.append(client.execute("blockdev-add",
                                       {"driver": "null-co", "node-name": _node(i)}))
-        dev = client.scsi_device_add(_node(i), _device(i), "scsi-hd", _BUS,
-                                     scsi_id=i % 256, lun=i // 256)
+        dev = client.devices.scsi_device_add(_node(i), _device(i), "scsi-hd", _BUS,
+                                             scsi_id=i % 256, lun=i // 256)
         futures.append(dev)
         devices.append(dev)
     _counted(devices, "plug", disks, progress)
@@ -314,10 +314,10 @@ def _plug(client: Client, disks: int, progress: ProgressCallback | None,
 def _unplug(client: Client, disks: int, progress: ProgressCallback | None,
             timeout: float) -> None:
     def free(node: str) -> Callable[[Event], Future[None]]:
-        return lambda _event: client.blockdev_del(node)
+        return lambda _event: client.block.blockdev_del(node)
 
     futures: list[Future[Any]] = [
-        client.device_del(_device(i)).chain(free(_node(i))) for i in range(disks)
+        client.devices.device_del(_device(i)).chain(free(_node(i))) for i in range(disks)
     ]
     _counted(futures, "unplug", disks, progress)
     gather(futures).result(timeout)

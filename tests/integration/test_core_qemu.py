@@ -48,13 +48,15 @@ def test_bulk_scsi_plug_and_unplug_observes_every_device_deleted(vm: QemuProcess
         for i in range(n):
             node = {"driver": "null-co", "node-name": f"b{i}"}
             plugs.append(client.execute("blockdev-add", node))
-            plugs.append(client.scsi_device_add(f"b{i}", f"d{i}", "scsi-hd", "scsi0.0",
-                                                scsi_id=i % 256, lun=i // 256))
+            plugs.append(client.devices.scsi_device_add(f"b{i}", f"d{i}", "scsi-hd",
+                                                        "scsi0.0", scsi_id=i % 256,
+                                                        lun=i // 256))
         gather(plugs).result(timeout=60)
         props = client.execute("qom-list", {"path": "/machine/peripheral"}).result(timeout=10)
         assert {p["name"] for p in props} >= {f"d{i}" for i in range(n)}
         def unplug(i: int) -> qmplex.Future[None]:
-            return client.device_del(f"d{i}").chain(lambda ev: client.blockdev_del(f"b{i}"))
+            return client.devices.device_del(f"d{i}").chain(
+                lambda ev: client.block.blockdev_del(f"b{i}"))
 
         unplugs = [unplug(i) for i in range(n)]
         gather(unplugs).result(timeout=60)

@@ -20,14 +20,18 @@ from typing import Any
 
 import pytest
 
-from qmplex import Client, CommandError, Event, Future, gather
-from qmplex.operations import (
+from qmplex import (
     AddFdInfo,
+    Client,
+    CommandError,
     CPUInfo,
+    Event,
+    Future,
     HotpluggableCPU,
     MemoryDevice,
     ObjectProperty,
     StatusInfo,
+    gather,
 )
 from qmplex.qemu import QemuProcess, qemu_or_skip
 
@@ -81,27 +85,27 @@ def block_nodes(client: Client) -> dict[str, dict[str, Any]]:
 
 
 def peripherals(client: Client) -> set[str]:
-    return {p.name for p in run(client.qom_list("/machine/peripheral"))
+    return {p.name for p in run(client.qom.qom_list("/machine/peripheral"))
             if p.type.startswith("child<")}
 
 
 # --------------------------------------------------------------------- lifecycle
 def test_lifecycle(start: Start) -> None:
     client = start()
-    assert run(client.query_status()) == StatusInfo("prelaunch", False, False)
+    assert run(client.vm.query_status()) == StatusInfo("prelaunch", False, False)
     with pytest.raises(CommandError) as info:
-        run(client.qmp_capabilities())
+        run(client.monitor.qmp_capabilities())
     assert info.value.error_class == "CommandNotFound"
-    assert run(client.cont()) is None
-    assert run(client.query_status()).status == "running"
-    assert run(client.stop()) is None
-    status = run(client.query_status())
+    assert run(client.vm.cont()) is None
+    assert run(client.vm.query_status()).status == "running"
+    assert run(client.vm.stop()) is None
+    status = run(client.vm.query_status())
     assert status.status == "paused" and status.running is False
-    assert run(client.system_reset()) is None
-    event = run(client.system_powerdown())
+    assert run(client.vm.system_reset()) is None
+    event = run(client.vm.system_powerdown())
     assert isinstance(event, Event) and event.name == "POWERDOWN"
     shutdown = client.wait_event("SHUTDOWN", timeout=WAIT)
-    assert run(client.quit()) is None
+    assert run(client.vm.quit()) is None
     assert run(shutdown).data["reason"] == "host-qmp-quit"
 
 
@@ -111,9 +115,9 @@ def test_blockdev_add_and_del_over_raw_images(start: Start, tmp_path: Path) -> N
     a = raw_image(tmp_path / "a.img")
     b = raw_image(tmp_path / "b.img")
     c = raw_image(tmp_path / "c.img")
-    run(client.blockdev_add(a, "ba"))
-    run(client.blockdev_add(b, "bb", read_only=True))
-    run(client.blockdev_add_with_cache(c, "bc", False, True))
+    run(client.block.blockdev_add(a, "ba"))
+    run(client.block.blockdev_add(b, "bb", read_only=True))
+    run(client.block.blockdev_add_with_cache(c, "bc", False, True))
     nodes = block_nodes(client)
     assert nodes["ba"]["drv"] == "raw" and nodes["ba"]["ro"] is False
     assert nodes["ba"]["file"] == a
@@ -121,22 +125,22 @@ def test_blockdev_add_and_del_over_raw_images(start: Start, tmp_path: Path) -> N
     assert nodes["bc"]["cache"]["no-flush"] is True
     assert nodes["bc"]["cache"]["direct"] is False
     with pytest.raises(CommandError):  # node names are unique
-        run(client.blockdev_add(c, "ba"))
+        run(client.block.blockdev_add(c, "ba"))
     for node in ("ba", "bb", "bc"):
-        run(client.blockdev_del(node))
+        run(client.block.blockdev_del(node))
     assert not {"ba", "bb", "bc"} & set(block_nodes(client))
     with pytest.raises(CommandError):
-        run(client.blockdev_del("ba"))
+        run(client.block.blockdev_del("ba"))
 
 
 def test_blockdev_add_with_driver_cache(start: Start, tmp_path: Path) -> None:
     client = start()
     image = raw_image(tmp_path / "d.img")
-    run(client.blockdev_add_with_driver_cache("file", image, "bd", False, False,
-                                              read_only=True))
+    run(client.block.blockdev_add_with_driver_cache("file", image, "bd", False, False,
+                                                    read_only=True))
     node = block_nodes(client)["bd"]
     assert node["ro"] is True and node["cache"]["no-flush"] is False
-    run(client.blockdev_del("bd"))
+    run(client.block.blockdev_del("bd"))
 
 
 def test_100_scsi_disks_plugged_and_unplugged_pipelined(start: Start, tmp_path: Path) -> None:
@@ -153,18 +157,18 @@ def test_100_scsi_disks_plugged_and_unplugged_pipelined(start: Start, tmp_path: 
                     predicate=lambda e: "device" in e.data)
     plugs: list[Future[Any]] = []
     for i in range(n):
-        plugs.append(client.blockdev_add(images[i], f"b{i}"))
-        plugs.append(client.scsi_device_add(f"b{i}", f"d{i}", "scsi-hd", "scsi0.0",
-                                            scsi_id=i % 256, lun=i // 256))
+        plugs.append(client.block.blockdev_add(images[i], f"b{i}"))
+        plugs.append(client.devices.scsi_device_add(f"b{i}", f"d{i}", "scsi-hd", "scsi0.0",
+                                                    scsi_id=i % 256, lun=i // 256))
     run(gather(plugs))
     assert peripherals(client) >= {f"d{i}" for i in range(n)}
 
     def unplug(i: int) -> Future[None]:
         def free_node(event: Event) -> Future[None]:
             assert event.data["device"] == f"d{i}"
-            return client.blockdev_del(f"b{i}")
+            return client.block.blockdev_del(f"b{i}")
 
-        return client.device_del(f"d{i}").chain(free_node)
+        return client.devices.device_del(f"d{i}").chain(free_node)
 
     run(gather([unplug(i) for i in range(n)]))
     assert sorted(deleted) == sorted(f"d{i}" for i in range(n))
@@ -177,38 +181,39 @@ def test_pci_hotplug_in_q35_root_ports(start: Start) -> None:
                    "-device", "pcie-root-port,id=rp0,chassis=1",
                    "-device", "pcie-root-port,id=rp1,chassis=2", machine="q35")
     run(client.execute("blockdev-add", {"driver": "null-co", "node-name": "nb0"}))
-    run(client.pci_device_add("nb0", "vblk0", "virtio-blk-pci", "0x0", "rp0", queues=2))
-    assert run(client.qom_get("/machine/peripheral/vblk0", "num-queues")) == 2
-    run(client.netdev_add("user", "u0"))
-    run(client.net_pci_device_add("u0", "nic0", "52:54:00:12:34:56", "0x0", "rp1", queues=2))
-    assert run(client.qom_get("/machine/peripheral/nic0", "mq")) is True
-    assert run(client.qom_get("/machine/peripheral/nic0", "vectors")) == 6
-    assert run(client.device_del("vblk0")).data["device"] == "vblk0"
-    assert run(client.device_del("nic0")).data["device"] == "nic0"
-    run(client.blockdev_del("nb0"))
-    run(client.netdev_del("u0"))
+    run(client.devices.pci_device_add("nb0", "vblk0", "virtio-blk-pci", "0x0", "rp0", queues=2))
+    assert run(client.qom.qom_get("/machine/peripheral/vblk0", "num-queues")) == 2
+    run(client.net.netdev_add("user", "u0"))
+    run(client.devices.net_pci_device_add("u0", "nic0", "52:54:00:12:34:56", "0x0", "rp1",
+                                          queues=2))
+    assert run(client.qom.qom_get("/machine/peripheral/nic0", "mq")) is True
+    assert run(client.qom.qom_get("/machine/peripheral/nic0", "vectors")) == 6
+    assert run(client.devices.device_del("vblk0")).data["device"] == "vblk0"
+    assert run(client.devices.device_del("nic0")).data["device"] == "nic0"
+    run(client.block.blockdev_del("nb0"))
+    run(client.net.netdev_del("u0"))
 
 
 def test_virt_serial_port(start: Start) -> None:
     client = start("-device", "virtio-serial-pci,id=vser0")
     run(client.execute("chardev-add", {"id": "cn0", "backend": {"type": "null", "data": {}}}))
-    run(client.virt_serial_port_add("port0", "cn0", "org.example.port0", "vser0.0"))
-    assert run(client.qom_get("/machine/peripheral/port0", "name")) == "org.example.port0"
+    run(client.devices.virt_serial_port_add("port0", "cn0", "org.example.port0", "vser0.0"))
+    assert run(client.qom.qom_get("/machine/peripheral/port0", "name")) == "org.example.port0"
     with pytest.raises(CommandError):  # busy while the port uses it
-        run(client.chardev_del("cn0"))
-    assert run(client.device_del("port0")).name == "DEVICE_DELETED"
-    run(client.chardev_del("cn0"))
+        run(client.chardev.chardev_del("cn0"))
+    assert run(client.devices.device_del("port0")).name == "DEVICE_DELETED"
+    run(client.chardev.chardev_del("cn0"))
 
 
 # --------------------------------------------------------------------- net, char
 def test_netdev_user_add_and_del(start: Start) -> None:
     client = start()
-    run(client.netdev_add("user", "n0"))
-    assert "n0" in run(client.human_monitor_command("info network"))
+    run(client.net.netdev_add("user", "n0"))
+    assert "n0" in run(client.monitor.human_monitor_command("info network"))
     with pytest.raises(CommandError):  # "ifname" is a tap option
-        run(client.netdev_add("user", "n1", "tap9"))
-    run(client.netdev_del("n0"))
-    assert "n0" not in run(client.human_monitor_command("info network"))
+        run(client.net.netdev_add("user", "n1", "tap9"))
+    run(client.net.netdev_del("n0"))
+    assert "n0" not in run(client.monitor.human_monitor_command("info network"))
 
 
 def test_netdev_add_by_fds_refused_for_a_pipe(start: Start) -> None:
@@ -218,7 +223,7 @@ def test_netdev_add_by_fds_refused_for_a_pipe(start: Start) -> None:
     r, w = os.pipe()
     try:
         with pytest.raises(CommandError) as info:
-            run(client.netdev_add_by_fds("tap", "n0", [w]))
+            run(client.net.netdev_add_by_fds("tap", "n0", [w]))
     finally:
         os.close(r)
         os.close(w)
@@ -229,7 +234,7 @@ def test_netdev_add_by_fds_refused_for_a_pipe(start: Start) -> None:
 def test_chardev_unix_socket(start: Start, tmp_path: Path) -> None:
     client = start()
     path = str(tmp_path / "c0.sock")
-    run(client.chardev_unix_socket_add("c0", path))
+    run(client.chardev.chardev_unix_socket_add("c0", path))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(path)  # QEMU listens there
     # A client chardev connects to our listener.
@@ -237,13 +242,13 @@ def test_chardev_unix_socket(start: Start, tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(listener_path)
         listener.listen(1)
-        run(client.chardev_unix_socket_add("c1", listener_path, server=False))
+        run(client.chardev.chardev_unix_socket_add("c1", listener_path, server=False))
         conn, _ = listener.accept()
         conn.close()
-    run(client.chardev_del("c0"))
-    run(client.chardev_del("c1"))
+    run(client.chardev.chardev_del("c0"))
+    run(client.chardev.chardev_del("c1"))
     with pytest.raises(CommandError):
-        run(client.chardev_del("c0"))
+        run(client.chardev.chardev_del("c0"))
 
 
 # -------------------------------------------------------------------- fd passing
@@ -251,19 +256,19 @@ def test_getfd_closefd_add_fd_remove_fd(start: Start) -> None:
     client = start()
     r, w = os.pipe()
     try:
-        run(client.getfd("mine", w))
-        run(client.closefd("mine"))
+        run(client.fds.getfd("mine", w))
+        run(client.fds.closefd("mine"))
         with pytest.raises(CommandError):
-            run(client.closefd("mine"))
-        info = run(client.add_fd(w, opaque="pipe"))
+            run(client.fds.closefd("mine"))
+        info = run(client.fds.add_fd(w, opaque="pipe"))
         assert isinstance(info, AddFdInfo)
         fdsets = run(client.execute("query-fdsets"))
         (entry,) = [s for s in fdsets if s["fdset-id"] == info.fdset_id]
         assert entry["fds"] == [{"fd": info.fd, "opaque": "pipe"}]
         # Accepted; QEMU 7.2 keeps the set listed while the VM is paused (QMP-NOTES.md).
-        assert run(client.remove_fd(info.fdset_id, info.fd)) is None
+        assert run(client.fds.remove_fd(info.fdset_id, info.fd)) is None
         with pytest.raises(CommandError):  # no such set
-            run(client.remove_fd(info.fdset_id + 100))
+            run(client.fds.remove_fd(info.fdset_id + 100))
     finally:
         os.close(r)
         os.close(w)
@@ -272,74 +277,74 @@ def test_getfd_closefd_add_fd_remove_fd(start: Start) -> None:
 # -------------------------------------------------------------------- cpu, memory
 def test_cpus(start: Start) -> None:
     client = start("-smp", "1,maxcpus=4")
-    slots = run(client.query_hotpluggable_cpus())
+    slots = run(client.cpu.query_hotpluggable_cpus())
     assert len(slots) == 4 and all(isinstance(s, HotpluggableCPU) for s in slots)
     assert sum(s.qom_path is not None for s in slots) == 1
-    cpus = run(client.query_cpus())
+    cpus = run(client.cpu.query_cpus())
     assert len(cpus) == 1 and isinstance(cpus[0], CPUInfo)
     assert cpus[0].target == "x86_64" and cpus[0].thread_id > 0
     free = next(s for s in slots if s.qom_path is None)
     p = free.properties
-    run(client.cpu_device_add(free.type, "cpu1", p.socket, p.core, p.thread,
-                              die_id=p.die, node_id=p.node))
-    cpus = run(client.query_cpus())
+    run(client.cpu.cpu_device_add(free.type, "cpu1", p.socket, p.core, p.thread,
+                                  die_id=p.die, node_id=p.node))
+    cpus = run(client.cpu.query_cpus())
     assert [c.qom_path for c in cpus][-1] == "/machine/peripheral/cpu1"
     assert cpus[-1].props == p
-    assert sum(s.qom_path is not None for s in run(client.query_hotpluggable_cpus())) == 2
+    assert sum(s.qom_path is not None for s in run(client.cpu.query_hotpluggable_cpus())) == 2
 
 
 def test_memory_hotplug_and_rollback(start: Start) -> None:
     client = start(memory="64,slots=2,maxmem=1G")
-    assert run(client.query_memory_devices()) == []
-    run(client.hotplug_memory("memory-backend-ram", "mem0", "", 128))
-    (dimm,) = run(client.query_memory_devices())
+    assert run(client.memory.query_memory_devices()) == []
+    run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 128))
+    (dimm,) = run(client.memory.query_memory_devices())
     assert isinstance(dimm, MemoryDevice) and dimm.type == "dimm"
     assert dimm.data["id"] == "dimmmem0" and dimm.data["size"] == 128 << 20
     assert dimm.data["memdev"] == "/objects/mem0"
     with pytest.raises(CommandError) as info:
-        run(client.memdev_add("memory-backend-ram", "mem1", "", 64, False,
-                              "no-such-dimm", "dimm1"))
+        run(client.memory.memdev_add("memory-backend-ram", "mem1", "", 64, False,
+                                     "no-such-dimm", "dimm1"))
     assert info.value.command == "device_add"
-    objects = {p.name for p in run(client.qom_list("/objects"))}
+    objects = {p.name for p in run(client.qom.qom_list("/objects"))}
     assert "mem0" in objects and "mem1" not in objects  # rolled back
 
 
 # ----------------------------------------------------------------- queries, other
 def test_qom(start: Start) -> None:
     client = start()
-    props = run(client.qom_list("/machine"))
+    props = run(client.qom.qom_list("/machine"))
     assert ObjectProperty("type", "string") in [ObjectProperty(p.name, p.type) for p in props]
-    assert run(client.qom_get("/machine", "type")).startswith("pc-i440fx-")
-    run(client.qom_set("/machine", "dump-guest-core", False))
-    assert run(client.qom_get("/machine", "dump-guest-core")) is False
+    assert run(client.qom.qom_get("/machine", "type")).startswith("pc-i440fx-")
+    run(client.qom.qom_set("/machine", "dump-guest-core", False))
+    assert run(client.qom.qom_get("/machine", "dump-guest-core")) is False
     with pytest.raises(CommandError):
-        run(client.qom_get("/machine", "no-such-property"))
+        run(client.qom.qom_get("/machine", "no-such-property"))
 
 
 def test_balloon(start: Start) -> None:
     client = start()
     with pytest.raises(CommandError) as info:
-        run(client.balloon(32 << 20))
+        run(client.vm.balloon(32 << 20))
     assert info.value.error_class == "DeviceNotActive"
     client = start("-device", "virtio-balloon-pci,id=balloon0")
-    assert run(client.balloon(32 << 20)) is None  # accepted; no guest to act on it
+    assert run(client.vm.balloon(32 << 20)) is None  # accepted; no guest to act on it
 
 
 def test_human_monitor_command_and_schema(start: Start) -> None:
     client = start()
-    out = run(client.human_monitor_command("info version"))
+    out = run(client.monitor.human_monitor_command("info version"))
     assert client.version is not None
     assert out.startswith(f"{client.version.major}.{client.version.minor}.")
-    schema = run(client.query_qmp_schema())
+    schema = run(client.monitor.query_qmp_schema())
     names = {e["name"] for e in schema if e.get("meta-type") == "command"}
     assert {"blockdev-add", "device_del", "query-cpus-fast"} <= names
-    assert run(client.query_migrate()).status is None
+    assert run(client.migration.query_migrate()).status is None
 
 
 def test_dump_guest_memory(start: Start, tmp_path: Path) -> None:
     client = start(memory="16")
     target = tmp_path / "vm.elf"
-    run(client.dump_guest_memory(f"file:{target}", False, "elf"))
+    run(client.vm.dump_guest_memory(f"file:{target}", False, "elf"))
     with open(target, "rb") as f:
         assert f.read(4) == b"\x7fELF"
 
@@ -347,13 +352,13 @@ def test_dump_guest_memory(start: Start, tmp_path: Path) -> None:
 def test_migration_to_a_file(start: Start, tmp_path: Path) -> None:
     client = start()
     target = tmp_path / "vm.migration"
-    run(client.migrate_set_capabilities({"events": True}))
-    assert run(client.migrate_and_wait(f"exec:cat > {target}")) == "completed"
+    run(client.migration.migrate_set_capabilities({"events": True}))
+    assert run(client.migration.migrate_and_wait(f"exec:cat > {target}")) == "completed"
     assert target.stat().st_size > 0
-    info = run(client.query_migrate())
+    info = run(client.migration.query_migrate())
     assert info.status == "completed" and "ram" in info.raw
     # Over already: wait_migration learns it from query-migrate.
-    assert run(client.wait_migration(timeout=WAIT)) == "completed"
+    assert run(client.migration.wait_migration(timeout=WAIT)) == "completed"
     # QEMU moves through finish-migrate to postmigrate after the MIGRATION event.
-    status = run(client.query_status())
+    status = run(client.vm.query_status())
     assert status.status in ("finish-migrate", "postmigrate") and not status.running

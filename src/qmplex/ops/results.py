@@ -1,4 +1,4 @@
-"""Typed results of the operations in :mod:`qmplex.operations`.
+"""Typed results of the operations in :mod:`qmplex.ops` (re-exported by :mod:`qmplex`).
 
 Each class is a frozen, slotted dataclass built from a QMP ``return`` value by its
 ``from_qmp`` class method. Those methods only read what QEMU sent: they never talk to
@@ -7,17 +7,18 @@ the caller that the reply does not have the shape QEMU documents (the peer's fau
 not the caller's). Members QEMU may add in later versions are ignored, members it may
 leave out are optional.
 
-Wire names are spelled as QMP spells them only in the ``from_qmp`` methods; the
-attributes use the Python spelling (``"vcpus-count"`` -> ``vcpus_count``).
+Wire names are spelled as QMP spells them only in the ``from_qmp`` methods and the
+member tables at the end (attribute, QMP's name, reader); the attributes use the
+Python spelling (``"vcpus-count"`` -> ``vcpus_count``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = [
     "AddFdInfo",
@@ -77,6 +78,22 @@ def _opt_str(command: str, obj: Mapping[str, Any], key: str) -> str | None:
     if obj.get(key) is None:
         return None
     return _str(command, obj, key)
+
+
+def _props(command: str, obj: Mapping[str, Any], key: str) -> CPUProperties:
+    return CPUProperties.from_qmp(obj.get(key), command)
+
+
+#: A member of a result: (attribute, QMP's member name, the reader that checks it).
+_Member = tuple[str, str, Callable[[str, Mapping[str, Any], str], Any]]
+_T = TypeVar("_T")
+
+
+def _decode(cls: type[_T], command: str, value: Any, members: tuple[_Member, ...]) -> _T:
+    """Build ``cls`` from a reply object, reading ``members`` in order (so the first
+    one of the wrong shape is the one reported)."""
+    obj = _object(command, value)
+    return cls(**{attr: read(command, obj, key) for attr, key, read in members})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +157,7 @@ class CPUProperties:
         """
         if value is None:
             return cls()
-        obj = _object(command, value)
-        return cls(
-            node=_opt_int(command, obj, "node-id"),
-            socket=_opt_int(command, obj, "socket-id"),
-            die=_opt_int(command, obj, "die-id"),
-            core=_opt_int(command, obj, "core-id"),
-            thread=_opt_int(command, obj, "thread-id"),
-        )
+        return _decode(cls, command, value, _CPU_PROPERTIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +168,7 @@ class HotpluggableCPU:
         type: the QOM type to pass as ``driver`` to ``device_add`` for this slot.
         vcpus_count: how many vCPUs one device in this slot provides.
         properties: the slot's topology; pass exactly the ids that are not None to
-            :meth:`~qmplex.operations.Operations.cpu_device_add`.
+            :meth:`~qmplex.ops.CPUOps.cpu_device_add`.
         qom_path: the QOM path of the CPU plugged in this slot, None if the slot is free.
     """
 
@@ -174,14 +184,7 @@ class HotpluggableCPU:
         Raises:
             ProtocolError: the element does not have the documented shape.
         """
-        command = "query-hotpluggable-cpus"
-        obj = _object(command, value)
-        return cls(
-            type=_str(command, obj, "type"),
-            vcpus_count=_int(command, obj, "vcpus-count"),
-            properties=CPUProperties.from_qmp(obj.get("props"), command),
-            qom_path=_opt_str(command, obj, "qom-path"),
-        )
+        return _decode(cls, "query-hotpluggable-cpus", value, _HOTPLUGGABLE_CPU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,15 +213,7 @@ class CPUInfo:
         Raises:
             ProtocolError: the element does not have the documented shape.
         """
-        command = "query-cpus-fast"
-        obj = _object(command, value)
-        return cls(
-            cpu_index=_int(command, obj, "cpu-index"),
-            qom_path=_str(command, obj, "qom-path"),
-            thread_id=_int(command, obj, "thread-id"),
-            props=CPUProperties.from_qmp(obj.get("props"), command),
-            target=_opt_str(command, obj, "target"),
-        )
+        return _decode(cls, "query-cpus-fast", value, _CPU_FAST)
 
     @classmethod
     def from_legacy(cls, value: Any) -> CPUInfo:
@@ -228,15 +223,7 @@ class CPUInfo:
         Raises:
             ProtocolError: the element does not have the documented shape.
         """
-        command = "query-cpus"
-        obj = _object(command, value)
-        return cls(
-            cpu_index=_int(command, obj, "CPU"),
-            qom_path=_str(command, obj, "qom_path"),
-            thread_id=_int(command, obj, "thread_id"),
-            props=CPUProperties.from_qmp(obj.get("props"), command),
-            target=None,
-        )
+        return _decode(cls, "query-cpus", value, _CPU_LEGACY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,10 +299,7 @@ class ObjectProperty:
         Raises:
             ProtocolError: the element does not have the documented shape.
         """
-        command = "qom-list"
-        obj = _object(command, value)
-        return cls(_str(command, obj, "name"), _str(command, obj, "type"),
-                   _opt_str(command, obj, "description"))
+        return _decode(cls, "qom-list", value, _OBJECT_PROPERTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +321,46 @@ class AddFdInfo:
         Raises:
             ProtocolError: the reply does not have the documented shape.
         """
-        obj = _object("add-fd", value)
-        return cls(_int("add-fd", obj, "fdset-id"), _int("add-fd", obj, "fd"))
+        return _decode(cls, "add-fd", value, _ADD_FD_INFO)
+
+
+# ------------------------------------------------------------------ the members
+_CPU_PROPERTIES: tuple[_Member, ...] = (
+    ("node", "node-id", _opt_int),
+    ("socket", "socket-id", _opt_int),
+    ("die", "die-id", _opt_int),
+    ("core", "core-id", _opt_int),
+    ("thread", "thread-id", _opt_int),
+)
+_HOTPLUGGABLE_CPU: tuple[_Member, ...] = (
+    ("type", "type", _str),
+    ("vcpus_count", "vcpus-count", _int),
+    ("properties", "props", _props),
+    ("qom_path", "qom-path", _opt_str),
+)
+_CPU_FAST: tuple[_Member, ...] = (
+    ("cpu_index", "cpu-index", _int),
+    ("qom_path", "qom-path", _str),
+    ("thread_id", "thread-id", _int),
+    ("props", "props", _props),
+    ("target", "target", _opt_str),
+)
+# query-cpus (before QEMU 6.0) spells its members differently and has no target.
+_CPU_LEGACY: tuple[_Member, ...] = (
+    ("cpu_index", "CPU", _int),
+    ("qom_path", "qom_path", _str),
+    ("thread_id", "thread_id", _int),
+    ("props", "props", _props),
+)
+_OBJECT_PROPERTY: tuple[_Member, ...] = (
+    ("name", "name", _str),
+    ("type", "type", _str),
+    ("description", "description", _opt_str),
+)
+_ADD_FD_INFO: tuple[_Member, ...] = (
+    ("fdset_id", "fdset-id", _int),
+    ("fd", "fd", _int),
+)
 
 
 def parse_list(command: str, value: Any) -> list[Any]:

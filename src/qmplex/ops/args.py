@@ -1,0 +1,85 @@
+"""Checking a caller's arguments, and spelling their names as QMP does.
+
+Every operation checks its input here before it sends anything: a check returns the
+value it was given (so a call reads ``args["id"] = check_id(op, "dev_id", dev_id)``)
+or raises :class:`~qmplex.errors.ValidationError` naming the operation (``op``) and
+the Python argument (``what``). Nothing here sends a command or knows a client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ..errors import ValidationError
+from ..names import wire_name
+
+__all__ = ["wire_name"]
+
+_DECIMAL = re.compile(r"[0-9]+\Z")
+
+
+def check_id(op: str, what: str, value: object) -> str:
+    """A non-empty string (an id, a path, a name)."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{op}: {what} must be a non-empty string, not {value!r}")
+    return value
+
+
+def check_str(op: str, what: str, value: object) -> str:
+    """A string, maybe empty."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{op}: {what} must be a string, not {value!r}")
+    return value
+
+
+def check_opt_str(op: str, what: str, value: object) -> str | None:
+    """A string, maybe empty, or None."""
+    return None if value is None else check_str(op, what, value)
+
+
+def check_bool(op: str, what: str, value: object) -> bool:
+    """A bool (not merely a truthy value)."""
+    if not isinstance(value, bool):
+        raise ValidationError(f"{op}: {what} must be a bool, not {value!r}")
+    return value
+
+
+def check_int(op: str, what: str, value: object, minimum: int | None = None) -> int:
+    """An int (not a bool), at least ``minimum`` when given."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(f"{op}: {what} must be an integer, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValidationError(f"{op}: {what} must be at least {minimum}, not {value}")
+    return value
+
+
+def check_fd(op: str, what: str, fd: object) -> int:
+    """An open file descriptor of this process."""
+    value = check_int(op, what, fd, 0)
+    try:
+        os.fstat(value)
+    except OSError as exc:
+        raise ValidationError(f"{op}: {what} {value} is not an open file descriptor: "
+                              f"{exc.strerror}") from exc
+    return value
+
+
+def check_fdname(op: str, name: object) -> str:
+    """A name for ``getfd``: non-empty, not starting with a digit."""
+    fdname = check_id(op, "fdname", name)
+    if fdname[0].isdigit():
+        # QEMU reads a name starting with a digit as a descriptor number (getfd refuses it).
+        raise ValidationError(f"{op}: fdname must not start with a digit: {fdname!r}")
+    return fdname
+
+
+def check_topology_id(op: str, what: str, value: object) -> int | None:
+    """A CPU topology id: an int, a decimal string (govmm style), or None/"" (omitted)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        if not _DECIMAL.match(value):
+            raise ValidationError(f"{op}: {what} must be a decimal number, not {value!r}")
+        return int(value)
+    return check_int(op, what, value, 0)
