@@ -10,6 +10,7 @@ from qmplex import Client, Event, Reactor, gather
 
 from .workload import Workload
 
+
 def _connect(path: str, **kw: Any) -> tuple[Client, Reactor | None]:
     """A connected client on a private reactor (None returned: the client closes it)."""
     return qmplex.connect(path, timeout=10, **kw), None

@@ -22,10 +22,10 @@ from qmplex import (
     ConnectionLost,
     EventFilter,
     ProtocolError,
+    QMPVersion,
     ValidationError,
 )
 from qmplex.futures import Future
-from qmplex import QMPVersion
 from qmplex.reactor import Reactor
 from qmplex.schema import (
     SCHEMA_CACHE_ENTRIES,

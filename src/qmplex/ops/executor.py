@@ -19,9 +19,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
+from ..core.messages import QMPVersion
 from ..events import Event, EventFilter
 from ..futures import Future, gather
-from ..core.messages import QMPVersion
 
 __all__ = ["Executor"]
 
