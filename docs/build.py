@@ -321,6 +321,19 @@ def constant_comments(module: types.ModuleType) -> dict[str, str]:
     return comments
 
 
+def package_constant_comments(module: types.ModuleType) -> dict[str, str]:
+    """:func:`constant_comments` of a module and, for a package, of its submodules too
+    (a package re-exports constants whose ``#:`` comment stands where they are set)."""
+    comments = constant_comments(module)
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        if info.name.startswith("_"):
+            continue
+        submodule = importlib.import_module(f"{module.__name__}.{info.name}")
+        for name, text in constant_comments(submodule).items():
+            comments.setdefault(name, text)
+    return comments
+
+
 # ------------------------------------------------------------------ rendering
 def _anchor(qualname: str) -> str:
     return qualname.lower().replace(".", "")
@@ -339,7 +352,7 @@ def document_module(module: types.ModuleType, report: Report,
     if exported is None:
         report.broken.append(f"{name}: no __all__")
         return out
-    comments = constant_comments(module)
+    comments = package_constant_comments(module)
     for export in exported:
         if export.startswith("__"):
             continue
