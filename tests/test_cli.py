@@ -3,6 +3,7 @@ the fake QMP server in threaded mode; plus in-process tests of its pure helpers.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -23,14 +24,12 @@ from qmplex.cli import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
     UsageError,
-    _ArgInfo,
-    _CommandInfo,
-    _complete_words,
     event_to_json,
     parse_address,
     parse_arguments,
     render_json,
 )
+from qmplex.cli.catalog import ArgInfo, CommandInfo, complete_words
 from qmplex.testing import FakeQMPServer
 
 _SRC = os.path.dirname(os.path.dirname(os.path.abspath(qmplex.__file__)))
@@ -297,6 +296,17 @@ def test_demo_failures_exit_5(tmp_path: Any) -> None:
     assert "QEMU did not start" in done.stderr
 
 
+def test_qmplex_demo_is_a_deprecated_alias_of_qmplex_cli_demo(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from qmplex.cli import demo
+
+    monkeypatch.delitem(sys.modules, "qmplex.demo", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"qmplex\.cli\.demo"):
+        legacy = importlib.import_module("qmplex.demo")
+    assert legacy.__all__ == demo.__all__
+    assert all(getattr(legacy, name) is getattr(demo, name) for name in demo.__all__)
+
+
 # ---------------------------------------------------------------- pure helpers
 def test_parse_arguments() -> None:
     assert parse_arguments([]) is None
@@ -335,22 +345,22 @@ def test_event_to_json_rebuilds_qemu_timestamp() -> None:
 
 def test_completion_candidates() -> None:
     catalog = {
-        "blockdev-add": _CommandInfo("blockdev-add", (_ArgInfo("driver", "str", False,
-                                                               ("null-co", "raw")),
-                                                      _ArgInfo("node-name", "str", True))),
-        "blockdev-del": _CommandInfo("blockdev-del", (_ArgInfo("node-name", "str", False),)),
-        "device_del": _CommandInfo("device_del", (_ArgInfo("id", "str", False),)),
-        "query-name": _CommandInfo("query-name", None),
+        "blockdev-add": CommandInfo("blockdev-add", (ArgInfo("driver", "str", False,
+                                                             ("null-co", "raw")),
+                                                     ArgInfo("node-name", "str", True))),
+        "blockdev-del": CommandInfo("blockdev-del", (ArgInfo("node-name", "str", False),)),
+        "device_del": CommandInfo("device_del", (ArgInfo("id", "str", False),)),
+        "query-name": CommandInfo("query-name", None),
     }
-    assert _complete_words(catalog, "blockdev-", 0, "blockdev-") == ["blockdev-add ",
-                                                                     "blockdev-del "]
-    assert _complete_words(catalog, "", 0, "") == [f"{n} " for n in [*sorted(catalog), "help",
-                                                                    "quit", "exit"]]
-    assert _complete_words(catalog, "!q", 0, "!q") == ["!query-name "]
-    assert _complete_words(catalog, "help dev", 5, "dev") == ["device_del "]
-    assert _complete_words(catalog, "device_del ", 11, "") == ["id="]
+    assert complete_words(catalog, "blockdev-", 0, "blockdev-") == ["blockdev-add ",
+                                                                    "blockdev-del "]
+    assert complete_words(catalog, "", 0, "") == [f"{n} " for n in [*sorted(catalog), "help",
+                                                                   "quit", "exit"]]
+    assert complete_words(catalog, "!q", 0, "!q") == ["!query-name "]
+    assert complete_words(catalog, "help dev", 5, "dev") == ["device_del "]
+    assert complete_words(catalog, "device_del ", 11, "") == ["id="]
     line = "blockdev-add driver=null-co "
-    assert _complete_words(catalog, line, len(line), "") == ["node-name="]
+    assert complete_words(catalog, line, len(line), "") == ["node-name="]
     line = "blockdev-add driver=n"
-    assert _complete_words(catalog, line, 13, "driver=n") == ["driver=null-co "]
-    assert _complete_words(catalog, "query-name ", 11, "") == []
+    assert complete_words(catalog, line, 13, "driver=n") == ["driver=null-co "]
+    assert complete_words(catalog, "query-name ", 11, "") == []
