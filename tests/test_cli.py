@@ -32,6 +32,8 @@ from qmplex.cli import (
 from qmplex.cli.catalog import ArgInfo, CommandInfo, complete_words
 from qmplex.testing import FakeQMPServer
 
+from .terminal import PROMPT, Terminal
+
 _SRC = os.path.dirname(os.path.dirname(os.path.abspath(qmplex.__file__)))
 
 
@@ -256,6 +258,42 @@ def test_shell_ends_at_eof_and_reports_a_lost_connection(server: FakeQMPServer) 
     done = qmplex_cmd("shell", "--no-history", server.path, input="!quit\nquery-name\n")
     assert done.returncode == EXIT_CONNECTION
     assert "connection lost" in done.stderr or "ConnectionLost" in done.stderr
+
+
+def _shell_on_a_terminal(server: FakeQMPServer, home: str) -> Terminal:
+    return Terminal([sys.executable, "-m", "qmplex", "shell", "--no-history", server.path],
+                    {**_env(), "TERM": "xterm", "HOME": home})
+
+
+def test_shell_prints_events_above_the_prompt(server: FakeQMPServer, tmp_path: Any) -> None:
+    term = _shell_on_a_terminal(server, str(tmp_path))
+    try:
+        term.expect(PROMPT)
+        term.send("query-st")
+        term.expect("query-st")
+        # The event goes on its own line, then the prompt comes back with what was typed.
+        server.emit("RTC_CHANGE", {"offset": 7})
+        term.expect(r'RTC_CHANGE \{"offset":7\}\s*' + PROMPT + "query-st")
+        term.send("atus\r")
+        assert '"prelaunch"' in term.expect(PROMPT)
+        term.send("quit\r")
+        assert term.wait() == EXIT_OK
+    finally:
+        term.kill()
+
+
+def test_shell_waiting_at_the_prompt_ends_when_the_connection_is_lost(
+        server: FakeQMPServer, tmp_path: Any) -> None:
+    # input() returns only on Enter, EOF or a signal: the shell's reactor thread sends
+    # SIGINT to the main thread waiting there.
+    term = _shell_on_a_terminal(server, str(tmp_path))
+    try:
+        term.expect(PROMPT)
+        server.drop_clients()
+        term.expect("connection lost")
+        assert term.wait() == EXIT_CONNECTION
+    finally:
+        term.kill()
 
 
 # ------------------------------------------------------------------------- demo
