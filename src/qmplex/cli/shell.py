@@ -3,9 +3,22 @@ as they arrive).
 
 Threads: the main thread reads lines (``input()`` with readline, so Ctrl-C clears the
 line as usual) and waits for each command's result; the client's reactor runs in a
-second thread, which prints events as they arrive (and blocks SIGINT, so Ctrl-C
-always reaches readline on the main thread). The main thread reaches the client only
-through ``reactor.call_soon_threadsafe``.
+second thread, which prints events as they arrive and notices a lost connection. The
+main thread reaches the client only through ``reactor.call_soon_threadsafe``.
+
+Three pieces of thread handling remain, each for a reason:
+
+* The reactor thread blocks SIGINT (and SIGWINCH): the kernel hands a terminal's
+  signal to any thread that does not block it, and readline drops the typed line (or
+  follows a resize) only when the signal interrupts its own wait on the main thread.
+* One lock guards the terminal and the prompt's state. Output from the two threads
+  never interleaves; a line printed while the user types goes above the prompt, which
+  is drawn again with what was typed; and the reactor thread's "is the main thread in
+  ``input()``?" cannot race with the main thread entering or leaving it.
+* ``input()`` only returns on Enter, EOF or a signal, so when the connection is lost
+  while the user sits at the prompt, the reactor thread sends SIGINT to the main
+  thread (``pthread_kill``), only while it is in ``input()``, and again every 50 ms
+  until it has left (a signal that lands before readline waits is only noted).
 """
 
 from __future__ import annotations
@@ -55,9 +68,8 @@ class Shell:
         self.history: str | None = None if ns.no_history else (
             ns.history or os.environ.get("QMPLEX_HISTORY")
             or os.path.join(os.path.expanduser("~"), ".qmplex_history"))
-        self._lock = threading.Lock()  # one writer at a time
-        self._state_lock = threading.Lock()  # _at_prompt and _lost, checked together
-        self._at_prompt = False
+        self._lock = threading.Lock()  # the terminal, _at_prompt and _lost
+        self._at_prompt = False  # the main thread is in input() (or about to enter it)
         self._lost: BaseException | None = None
         self._main = threading.get_ident()
         self._matches: list[str] = []
@@ -88,7 +100,7 @@ class Shell:
         """Note a lost connection and end the loop (on the reactor thread)."""
         if reason is None:
             return
-        with self._state_lock:
+        with self._lock:
             if self._lost is not None:
                 return
             self._lost = reason
@@ -101,12 +113,12 @@ class Shell:
         """Make the main thread's input() return, with SIGINT (readline gives up its
         line on EINTR and input() raises KeyboardInterrupt, which loop() catches).
 
-        The lock makes sure the main thread is between its check of ``_lost`` and the
-        end of input(). A signal that lands before readline starts waiting is only
-        noted (readline checks for signals when its select() is interrupted), so it is
-        sent again every 50 ms until input() has returned.
+        Sent under the lock, so only while the main thread is between its check of
+        ``_lost`` and the end of input(). A signal that lands before readline starts
+        waiting is only noted (readline checks for signals when its select() is
+        interrupted), so it is sent again every 50 ms until input() has returned.
         """
-        with self._state_lock:
+        with self._lock:
             if not self._at_prompt:
                 return
             signal.pthread_kill(self._main, signal.SIGINT)
@@ -230,14 +242,14 @@ class Shell:
         try:
             while True:
                 try:
-                    with self._state_lock:
+                    with self._lock:
                         if self._lost is not None:
                             break
                         self._at_prompt = True
                     try:
                         line = input(self.prompt)
                     finally:
-                        with self._state_lock:
+                        with self._lock:
                             self._at_prompt = False
                 except EOFError:
                     if self.interactive:
@@ -256,7 +268,7 @@ class Shell:
                 except KeyboardInterrupt:
                     self.write("interrupted (the command was cancelled)", sys.stderr)
         finally:
-            with self._state_lock:
+            with self._lock:
                 self._at_prompt = False  # no more SIGINT from _interrupt_prompt
             reactor.stop()
             thread.join(5)
@@ -267,17 +279,13 @@ class Shell:
 def shell_command(ns: argparse.Namespace) -> int:
     """``qmplex shell``: connect, load the catalog, run the loop; return the exit code."""
     client = Client()
-    shell: Shell | None = None
-
-    def on_event(event: Event) -> None:
-        if shell is not None:
-            shell.on_event(event)
-
-    client.on_event(on_event)
     try:
         connect(ns, client)
         catalog, source = load_catalog(client, ns.connect_timeout)
         shell = Shell(client, catalog, source, ns)
+        # Events that came while connecting and loading were not for the shell (it
+        # did not exist); from here on, the reactor thread prints them.
+        client.on_event(shell.on_event)
         client.on_disconnect(shell.on_disconnect)
         return shell.loop()
     finally:
