@@ -56,14 +56,20 @@ def exec_command(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def events_command(ns: argparse.Namespace) -> int:
+def events_command(ns: argparse.Namespace, client: Client | None = None) -> int:
     """``qmplex events``: print events until ``--count``, ``--timeout``, the end of the
-    connection or a closed stdout."""
+    connection or a closed stdout.
+
+    Args:
+        ns: the parsed command line.
+        client: the client to use, not connected yet (default: a new one, on a
+            reactor of its own). The command runs its reactor, and closes both.
+    """
     if ns.count is not None and ns.count < 1:
         raise UsageError("--count must be at least 1")
     if ns.timeout is not None and ns.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    client = Client()
+    client = client if client is not None else Client()
     reactor = client.reactor
     seen = [0]
     outcome: list[BaseException | None] = []
