@@ -68,14 +68,25 @@ class Report:
 
 # ------------------------------------------------------------------ discovery
 def public_modules() -> list[types.ModuleType]:
-    """Import qmplex and its public submodules (no leading underscore), sorted."""
+    """Import qmplex and its public submodules (no leading underscore), sorted; a
+    module that a package names in its ``__all__`` follows that package."""
     package = importlib.import_module(PACKAGE)
     modules = [package]
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        modules.append(importlib.import_module(f"{PACKAGE}.{info.name}"))
+        module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        modules.append(module)
+        modules += exported_modules(module)
     return modules
+
+
+def exported_modules(module: types.ModuleType) -> list[types.ModuleType]:
+    """The submodules that ``module`` names in its ``__all__`` (a package's public
+    submodule, e.g. ``qmplex.cli.demo``)."""
+    return [obj for name in getattr(module, "__all__", ())
+            if inspect.ismodule(obj := getattr(module, name, None))
+            and obj.__name__.startswith(module.__name__ + ".")]
 
 
 def _defined_in_qmplex(obj: Any) -> bool:
@@ -361,6 +372,10 @@ def document_module(module: types.ModuleType, report: Report,
             continue
         obj = getattr(module, export)
         qualname = f"{name}.{export}"
+        if inspect.ismodule(obj):
+            out += [f"### `{qualname}` (module)", "",
+                    f"See [`{obj.__name__}`](#{_anchor(obj.__name__)}).", ""]
+            continue
         home = documented.get(id(obj))
         if (inspect.isclass(obj) or inspect.isfunction(obj)) and home is not None \
                 and home != qualname:
