@@ -68,14 +68,25 @@ class Report:
 
 # ------------------------------------------------------------------ discovery
 def public_modules() -> list[types.ModuleType]:
-    """Import qmplex and its public submodules (no leading underscore), sorted."""
+    """Import qmplex and its public submodules (no leading underscore), sorted; a
+    module that a package names in its ``__all__`` follows that package."""
     package = importlib.import_module(PACKAGE)
     modules = [package]
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        modules.append(importlib.import_module(f"{PACKAGE}.{info.name}"))
+        module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        modules.append(module)
+        modules += exported_modules(module)
     return modules
+
+
+def exported_modules(module: types.ModuleType) -> list[types.ModuleType]:
+    """The submodules that ``module`` names in its ``__all__`` (a package's public
+    submodule, e.g. ``qmplex.cli.demo``)."""
+    return [obj for name in getattr(module, "__all__", ())
+            if inspect.ismodule(obj := getattr(module, name, None))
+            and obj.__name__.startswith(module.__name__ + ".")]
 
 
 def _defined_in_qmplex(obj: Any) -> bool:
@@ -330,6 +341,19 @@ def constant_comments(module: types.ModuleType) -> dict[str, str]:
     return comments
 
 
+def package_constant_comments(module: types.ModuleType) -> dict[str, str]:
+    """:func:`constant_comments` of a module and, for a package, of its submodules too
+    (a package re-exports constants whose ``#:`` comment stands where they are set)."""
+    comments = constant_comments(module)
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        if info.name.startswith("_"):
+            continue
+        submodule = importlib.import_module(f"{module.__name__}.{info.name}")
+        for name, text in constant_comments(submodule).items():
+            comments.setdefault(name, text)
+    return comments
+
+
 # ------------------------------------------------------------------ rendering
 def _anchor(qualname: str) -> str:
     return qualname.lower().replace(".", "")
@@ -348,7 +372,7 @@ def document_module(module: types.ModuleType, report: Report,
     if exported is None:
         report.broken.append(f"{name}: no __all__")
         return out
-    comments = constant_comments(module)
+    comments = package_constant_comments(module)
     for export in exported:
         if export.startswith("__"):
             continue
@@ -357,6 +381,10 @@ def document_module(module: types.ModuleType, report: Report,
             continue
         obj = getattr(module, export)
         qualname = f"{name}.{export}"
+        if inspect.ismodule(obj):
+            out += [f"### `{qualname}` (module)", "",
+                    f"See [`{obj.__name__}`](#{_anchor(obj.__name__)}).", ""]
+            continue
         home = documented.get(id(obj))
         if (inspect.isclass(obj) or inspect.isfunction(obj)) and home is not None \
                 and home != qualname:

@@ -3,17 +3,21 @@ the fake QMP server in threaded mode; plus in-process tests of its pure helpers.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
 
 import qmplex
-from qmplex import Event
+from qmplex import Client, Event, Reactor, StateError
 from qmplex.cli import (
     EXIT_CODES,
     EXIT_COMMAND_ERROR,
@@ -23,15 +27,19 @@ from qmplex.cli import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
     UsageError,
-    _ArgInfo,
-    _CommandInfo,
-    _complete_words,
+    build_parser,
     event_to_json,
     parse_address,
     parse_arguments,
     render_json,
 )
+from qmplex.cli.catalog import ArgInfo, CommandInfo, complete_words
+from qmplex.cli.commands import events_command
+from qmplex.reactor import TimerHandle
 from qmplex.testing import FakeQMPServer
+
+from .reliability.helpers import FakeClock
+from .terminal import PROMPT, Terminal
 
 _SRC = os.path.dirname(os.path.dirname(os.path.abspath(qmplex.__file__)))
 
@@ -221,10 +229,97 @@ def test_events_too_few_before_timeout_exits_4(server: FakeQMPServer) -> None:
     assert "1 of 3 events" in err
 
 
-def test_events_timeout_alone_is_a_duration(server: FakeQMPServer) -> None:
-    done = qmplex_cmd("events", server.path, "--timeout", "0.2")
-    assert done.returncode == EXIT_OK
-    assert done.stdout == ""
+class _Output(io.StringIO):
+    """A stdout that another thread writes to, and this one waits on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+
+    def write(self, text: str) -> int:
+        with self.changed:
+            n = super().write(text)
+            self.changed.notify_all()
+        return n
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: text in self.getvalue(), timeout), \
+                f"{text!r} not written; output: {self.getvalue()!r}"
+
+
+class _TimerLog(Reactor):
+    """A reactor that tells when a timer of ``delay`` seconds has been scheduled."""
+
+    def __init__(self, delay: float, clock: Callable[[], float]) -> None:
+        super().__init__(clock=clock)
+        self.delay = delay
+        self.scheduled = threading.Event()
+
+    def call_later(self, delay: float, callback: Callable[..., object],
+                   *args: Any) -> TimerHandle:
+        handle = super().call_later(delay, callback, *args)
+        if delay == self.delay:
+            self.scheduled.set()
+        return handle
+
+
+def test_events_timeout_alone_is_a_duration(
+        server: FakeQMPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--timeout S`` without ``--count`` prints the events of S seconds, then exits
+    with 0 and no message. The command's reactor runs on a clock that only this test
+    moves, so no step depends on how fast the machine is."""
+    clock = FakeClock()
+    reactor = _TimerLog(7.25, clock)
+    out = _Output()
+    monkeypatch.setattr(sys, "stdout", out)
+    ns = build_parser().parse_args(["events", server.path, "--timeout", "7.25"])
+    ended: list[int | BaseException] = []
+
+    def run() -> None:
+        try:
+            ended.append(events_command(ns, Client(reactor)))
+        except BaseException as exc:
+            ended.append(exc)
+
+    def reactor_passes(n: int = 2) -> None:
+        """Let the command's reactor run ``n`` passes (it wakes for each)."""
+        for _ in range(n):
+            passed = threading.Event()
+            reactor.call_soon_threadsafe(passed.set)
+            assert passed.wait(10)
+
+    def wake() -> None:
+        with contextlib.suppress(StateError):  # closed: the command has ended
+            reactor.call_soon_threadsafe(lambda: None)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    try:
+        server.wait_for_commands(1, timeout=10)
+        assert reactor.scheduled.wait(10), "the command set no 7.25 s deadline"
+        start = clock.now
+        server.emit("RTC_CHANGE", {"offset": 1})
+        out.wait_for('"offset":1')
+        # A moment before the end, the command still runs: after its reactor has run
+        # at that time, an event is still printed.
+        clock.now = start + 7.2
+        reactor_passes()
+        server.emit("RTC_CHANGE", {"offset": 2})
+        out.wait_for('"offset":2')
+        assert not ended
+        # At the end it stops by itself.
+        clock.now = start + 7.25
+        wake()
+        worker.join(10)
+    finally:
+        if worker.is_alive():  # unblock it whatever went wrong
+            clock.now += 3600
+            wake()
+            worker.join(10)
+    assert ended == [EXIT_OK]
+    assert [orjson.loads(line)["data"] for line in out.getvalue().splitlines()] == [
+        {"offset": 1}, {"offset": 2}]
 
 
 def test_events_connection_lost_exits_3(server: FakeQMPServer) -> None:
@@ -258,6 +353,42 @@ def test_shell_ends_at_eof_and_reports_a_lost_connection(server: FakeQMPServer) 
     done = qmplex_cmd("shell", "--no-history", server.path, input="!quit\nquery-name\n")
     assert done.returncode == EXIT_CONNECTION
     assert "connection lost" in done.stderr or "ConnectionLost" in done.stderr
+
+
+def _shell_on_a_terminal(server: FakeQMPServer, home: str) -> Terminal:
+    return Terminal([sys.executable, "-m", "qmplex", "shell", "--no-history", server.path],
+                    {**_env(), "TERM": "xterm", "HOME": home})
+
+
+def test_shell_prints_events_above_the_prompt(server: FakeQMPServer, tmp_path: Any) -> None:
+    term = _shell_on_a_terminal(server, str(tmp_path))
+    try:
+        term.expect(PROMPT)
+        term.send("query-st")
+        term.expect("query-st")
+        # The event goes on its own line, then the prompt comes back with what was typed.
+        server.emit("RTC_CHANGE", {"offset": 7})
+        term.expect(r'RTC_CHANGE \{"offset":7\}\s*' + PROMPT + "query-st")
+        term.send("atus\r")
+        assert '"prelaunch"' in term.expect(PROMPT)
+        term.send("quit\r")
+        assert term.wait() == EXIT_OK
+    finally:
+        term.kill()
+
+
+def test_shell_waiting_at_the_prompt_ends_when_the_connection_is_lost(
+        server: FakeQMPServer, tmp_path: Any) -> None:
+    # input() returns only on Enter, EOF or a signal: the shell's reactor thread sends
+    # SIGINT to the main thread waiting there.
+    term = _shell_on_a_terminal(server, str(tmp_path))
+    try:
+        term.expect(PROMPT)
+        server.drop_clients()
+        term.expect("connection lost")
+        assert term.wait() == EXIT_CONNECTION
+    finally:
+        term.kill()
 
 
 # ------------------------------------------------------------------------- demo
@@ -298,6 +429,17 @@ def test_demo_failures_exit_5(tmp_path: Any) -> None:
     assert "QEMU did not start" in done.stderr
 
 
+def test_qmplex_demo_is_a_deprecated_alias_of_qmplex_cli_demo(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from qmplex.cli import demo
+
+    monkeypatch.delitem(sys.modules, "qmplex.demo", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"qmplex\.cli\.demo"):
+        legacy = importlib.import_module("qmplex.demo")
+    assert legacy.__all__ == demo.__all__
+    assert all(getattr(legacy, name) is getattr(demo, name) for name in demo.__all__)
+
+
 # ---------------------------------------------------------------- pure helpers
 def test_parse_arguments() -> None:
     assert parse_arguments([]) is None
@@ -336,22 +478,22 @@ def test_event_to_json_rebuilds_qemu_timestamp() -> None:
 
 def test_completion_candidates() -> None:
     catalog = {
-        "blockdev-add": _CommandInfo("blockdev-add", (_ArgInfo("driver", "str", False,
-                                                               ("null-co", "raw")),
-                                                      _ArgInfo("node-name", "str", True))),
-        "blockdev-del": _CommandInfo("blockdev-del", (_ArgInfo("node-name", "str", False),)),
-        "device_del": _CommandInfo("device_del", (_ArgInfo("id", "str", False),)),
-        "query-name": _CommandInfo("query-name", None),
+        "blockdev-add": CommandInfo("blockdev-add", (ArgInfo("driver", "str", False,
+                                                             ("null-co", "raw")),
+                                                     ArgInfo("node-name", "str", True))),
+        "blockdev-del": CommandInfo("blockdev-del", (ArgInfo("node-name", "str", False),)),
+        "device_del": CommandInfo("device_del", (ArgInfo("id", "str", False),)),
+        "query-name": CommandInfo("query-name", None),
     }
-    assert _complete_words(catalog, "blockdev-", 0, "blockdev-") == ["blockdev-add ",
-                                                                     "blockdev-del "]
-    assert _complete_words(catalog, "", 0, "") == [f"{n} " for n in [*sorted(catalog), "help",
-                                                                    "quit", "exit"]]
-    assert _complete_words(catalog, "!q", 0, "!q") == ["!query-name "]
-    assert _complete_words(catalog, "help dev", 5, "dev") == ["device_del "]
-    assert _complete_words(catalog, "device_del ", 11, "") == ["id="]
+    assert complete_words(catalog, "blockdev-", 0, "blockdev-") == ["blockdev-add ",
+                                                                    "blockdev-del "]
+    assert complete_words(catalog, "", 0, "") == [f"{n} " for n in [*sorted(catalog), "help",
+                                                                   "quit", "exit"]]
+    assert complete_words(catalog, "!q", 0, "!q") == ["!query-name "]
+    assert complete_words(catalog, "help dev", 5, "dev") == ["device_del "]
+    assert complete_words(catalog, "device_del ", 11, "") == ["id="]
     line = "blockdev-add driver=null-co "
-    assert _complete_words(catalog, line, len(line), "") == ["node-name="]
+    assert complete_words(catalog, line, len(line), "") == ["node-name="]
     line = "blockdev-add driver=n"
-    assert _complete_words(catalog, line, 13, "driver=n") == ["driver=null-co "]
-    assert _complete_words(catalog, "query-name ", 11, "") == []
+    assert complete_words(catalog, line, 13, "driver=n") == ["driver=null-co "]
+    assert complete_words(catalog, "query-name ", 11, "") == []

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .testing import FakeQMPServer
+from .testing import FakeQMPServer, fake_server
 
 if TYPE_CHECKING:
     from .qemu import QemuProcess
@@ -100,12 +100,8 @@ def qmp_fake_server(
     """
     kwargs = {**qmp_fake_server_options, **_marker_kwargs(request, "qmp_fake_server")}
     kwargs.pop("reactor", None)  # threaded mode: the server runs its own reactor
-    server = FakeQMPServer(**kwargs)
-    server.start()
-    try:
+    with fake_server(**kwargs) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
