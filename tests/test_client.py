@@ -30,7 +30,7 @@ from qmplex import (
     ValidationError,
 )
 
-from .peer import ScriptedPeer
+from .peer import GREETING, ScriptedPeer
 
 
 class FakeClock:
@@ -421,7 +421,8 @@ def test_fds_travel_with_exactly_their_command(peer: ScriptedPeer) -> None:
         assert len(with_fds) == 1
         data, fds = with_fds[0]
         # The descriptor arrives with the end of getfd's line, before b's bytes.
-        assert data.endswith(b'"arguments":{"fdname":"fd0"}}\n')
+        assert data.endswith(b"\n")
+        assert orjson.loads(data.splitlines()[-1])["execute"] == "getfd"
         assert b'"execute":"b"' not in data
         os.write(w, b"ping")
         assert os.read(fds[0], 4) == b"ping"  # a working duplicate of our pipe
@@ -549,3 +550,20 @@ def test_reconnect_keeps_subscriptions(reactor: Reactor, tmp_path: Path) -> None
     finally:
         client.close()
         listener.close()
+
+
+def test_greeting_and_a_fatal_line_in_one_receive_fail_the_connect(reactor: Reactor) -> None:
+    """The greeting is followed, in the same receive, by a line that closes the
+    protocol: the client must not negotiate on a closed protocol but fail its connect."""
+    client = Client(reactor)
+    ours, theirs = socket.socketpair()
+    try:
+        fut = client.connect_socket(theirs, timeout=5)
+        ours.sendall(orjson.dumps(GREETING) + b"\r\n" + b'{"return": \x00\n')
+        with pytest.raises(ProtocolError):
+            fut.result(5)
+        assert client.state is ClientState.DISCONNECTED
+        assert reactor.watched_fds() == 0
+    finally:
+        client.close()
+        ours.close()

@@ -620,6 +620,7 @@ def test_memdev_cancel_stops_the_next_step(server: FakeQMPServer, client: Client
                                            reactor: Reactor) -> None:
     server.on("object-add", delay=0.05)
     fut = client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 64)
+    reactor.run_once(0)  # object-add is written (cancelled before that, nothing would be)
     assert fut.cancel()
     with pytest.raises(Cancelled):
         run(fut)

@@ -445,9 +445,10 @@ class Client(ops.DeprecatedOperations):
     ) -> Future[Any]:
         """Submit a QMP command.
 
-        Safe from any thread: the command is written within one reactor pass (at once
-        on the reactor thread or an idle reactor), and commands submitted from one
-        thread reach QEMU in that thread's order.
+        Safe from any thread: the command goes to the connection's intake, which the
+        reactor thread drains at the start of its next pass (the thread that drives
+        the reactor is woken if it sleeps), so it is written within one pass; commands
+        submitted from one thread reach QEMU in that thread's order.
 
         Args:
             name: the command, spelled as QMP spells it (``"device_del"``,
@@ -494,7 +495,7 @@ class Client(ops.DeprecatedOperations):
         cmd = Command(conn, name, arguments, cid, encode_command(name, arguments, cid, oob))
         if timeout is not None or until is not None or oob or fds:
             cmd.special = self._special(name, timeout, until, oob, fds, state)
-        self._reactor.run_in_reactor(conn.submit, cmd)
+        conn.take(cmd)
         return cmd
 
     def _check_can_submit(self, name: str, state: ClientState) -> None:
@@ -516,7 +517,8 @@ class Client(ops.DeprecatedOperations):
                 raise ValidationError(f"{name}: file descriptors can only be passed over a "
                                       "Unix socket")
             dups = dup_fds(name, fds)
-        return _Special(until, timeout, dups, oob)
+        deadline = None if timeout is None else self._reactor.time() + timeout
+        return _Special(until, timeout, deadline, dups, oob)
 
     # ------------------------------------------------------------------- events
     def on_event(

@@ -22,10 +22,12 @@ The default of 7 keeps QEMU 7.2 reading its socket, so an out-of-band command is
 stuck behind a full in-band queue (QMP-NOTES.md). A command's reply frees its window
 slot even if its future still waits for an event.
 
-Bytes are collected in a send buffer and flushed once per reactor pass (one ``send``
-for many commands) just before the reactor waits; what the socket does not take is sent
-when it becomes writable, so a slow peer never blocks the reactor. A command with file
-descriptors is sent alone with them (SCM_RIGHTS) in its own ``sendmsg``.
+Commands come in through the intake (any thread), which the reactor thread drains at
+the start of its next pass: everything submitted since the last pass is queued and
+sent in one ``send``, and each receive's replies refill the window in one ``send``
+too. What the socket does not take is sent when it becomes writable, so a slow peer
+never blocks the reactor. A command with file descriptors is sent with them
+(SCM_RIGHTS) in a ``sendmsg`` of its own.
 
 Receiving: each ``recv`` is parsed whole by the protocol first; then its replies
 complete their commands and its events are handed to the dispatch table, in stream
@@ -154,14 +156,15 @@ class _Special:
     """What only some commands have: a timeout, an event to wait for, descriptors,
     out-of-band execution (kept apart so that a plain command stays small)."""
 
-    __slots__ = ("until", "sub", "event", "timer", "fds", "oob", "timeout")
+    __slots__ = ("until", "sub", "event", "timer", "fds", "oob", "timeout", "deadline")
 
     def __init__(self, until: EventFilter | None, timeout: float | None,
-                 fds: list[int] | None, oob: bool) -> None:
+                 deadline: float | None, fds: list[int] | None, oob: bool) -> None:
         self.until = until
         self.sub: Subscription | None = None
         self.event: Event | None = None
-        self.timeout = timeout
+        self.timeout = timeout  # as given, for messages
+        self.deadline = deadline  # reactor.time() when it times out
         self.timer: TimerHandle | None = None
         self.fds = fds
         self.oob = oob
@@ -253,8 +256,8 @@ class Connection:
     __slots__ = ("reactor", "table", "listener", "name", "window", "max_line_bytes",
                  "enable_oob", "splitter_impl", "state", "address", "version", "proto",
                  "_sock", "_sock_recv", "_sock_send", "fd", "_connect_future",
-                 "_connect_timer", "_retry_timer", "queue", "outstanding", "_answered",
-                 "_segments", "_flush_scheduled", "_writing", "_debug", "_established",
+                 "_connect_timer", "_retry_timer", "intake", "queue", "outstanding", "_answered",
+                 "_segments", "_writing", "_debug", "_established",
                  "commands_sent", "__weakref__")
 
     def __init__(self, reactor: Reactor, table: DispatchTable, listener: Listener, *,
@@ -281,12 +284,13 @@ class Connection:
         self._connect_future: Future[QMPVersion] | None = None
         self._connect_timer: TimerHandle | None = None
         self._retry_timer: TimerHandle | None = None
+        # Commands submitted from any thread, not yet seen by the reactor thread.
+        self.intake: collections.deque[Command] = collections.deque()
         self.queue: collections.deque[Command] = collections.deque()
         self.outstanding = 0  # in-band commands sent and not answered
         self._answered: dict[int, Command] = {}  # waiting for their `until` event
         self._segments: collections.deque[list[Any]] = collections.deque()
-        self._flush_scheduled = False
-        self._writing = False
+        self._writing = False  # waiting for the socket to take more
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._established = False  # this connection reached READY
         #: Commands submitted since the client was made.
@@ -406,35 +410,48 @@ class Connection:
         self.lost(exc)
 
     # ---------------------------------------------------------------- commands
-    def submit(self, cmd: Command) -> None:
-        """Queue or send ``cmd`` (reactor thread; the client encoded it)."""
+    def take(self, cmd: Command) -> None:
+        """Accept a command from any thread: it waits in the intake until the reactor
+        thread drains it (at the start of its next pass), in arrival order."""
+        intake = self.intake
+        intake.append(cmd)  # deque.append is atomic
+        if len(intake) == 1:  # the first since the last drain: ask for one
+            self.reactor.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        """Move the intake's commands to the queue and send what the window allows
+        (reactor thread)."""
+        intake = self.intake
         state = self.state
         if state is not _READY and state is not _CONNECTING and not (
                 state is ClientState.DISCONNECTED and self.listener.keeps_queue(False)):
-            self._refuse(cmd, state)
+            while intake:
+                self._refuse(intake.popleft(), state)
             return
-        special = cmd.special
-        if special is not None:
-            if special.until is not None:
-                special.sub = self.table.subscribe(special.until, cmd.on_event)
-            if special.timeout is not None:
-                special.timer = self.reactor.call_later(special.timeout, cmd.on_timeout)
-            if special.oob:
-                if state is _READY:
-                    self._send(cmd)
-                else:
-                    self.queue.append(cmd)
-                self.commands_sent += 1
-                if self._debug:
-                    self._log_queued(cmd)
-                return
-        self.commands_sent += 1
+        queue = self.queue
+        taken = 0
+        while intake:
+            cmd = intake.popleft()
+            if cmd.stage is not _QUEUED:
+                continue  # cancelled (or timed out) before it got here
+            special = cmd.special
+            if special is not None:
+                self._prepare(cmd, special)
+            queue.append(cmd)
+            taken += 1
+        self.commands_sent += taken
         if self._debug:
-            self._log_queued(cmd)
-        if state is _READY and self.outstanding < self.window and not self.queue:
-            self._send(cmd)
-        else:
-            self.queue.append(cmd)
+            for cmd in list(queue)[-taken:] if taken else ():
+                self._log_queued(cmd)
+        if state is _READY:
+            self._pump()
+
+    def _prepare(self, cmd: Command, special: _Special) -> None:
+        """Register what a command waits for, before its bytes can be written."""
+        if special.until is not None:
+            special.sub = self.table.subscribe(special.until, cmd.on_event)
+        if special.deadline is not None:
+            special.timer = self.reactor.call_at(special.deadline, cmd.on_timeout)
 
     def _refuse(self, cmd: Command, state: ClientState) -> None:
         if state is ClientState.CLOSED:
@@ -450,50 +467,29 @@ class Connection:
         logger.debug("%s: queue %s id=%d %s", self.name, cmd.name, cmd.cid,
                      redact_arguments(cmd.name, cmd.args))
 
-    def _send(self, cmd: Command) -> None:
-        proto = self.proto
-        assert proto is not None
-        cmd.stage = _SENT
-        proto.sent(cmd.cid, cmd)
-        special = cmd.special
-        fds = None
-        if special is not None:
-            if not special.oob:
-                self.outstanding += 1
-            fds = special.fds
-            special.fds = None
-        else:
-            self.outstanding += 1
-        self._buffer(cmd.data, fds)
-        cmd.data = b""
-
     def _buffer(self, data: bytes, fds: list[int] | None = None) -> None:
-        """Add ``data`` (with ``fds`` to pass on its first byte) to what the next flush
-        sends, and make sure a flush comes."""
+        """Add ``data`` (with ``fds`` to pass on its first byte) to what the next
+        :meth:`_flush` sends."""
         segments = self._segments
         if fds:
             segments.append([data, fds])
         elif segments and segments[-1][1] is None:
             last = segments[-1]
-            if type(last[0]) is bytes:  # more bytes this pass: make it growable
+            if type(last[0]) is bytes:  # more bytes before the flush: make it growable
                 last[0] = bytearray(last[0])
             last[0] += data
         else:
             segments.append([data, None])  # bytes: a lone command is not copied
-        if not self._flush_scheduled and not self._writing:
-            self._flush_scheduled = True
-            # One send for everything submitted this pass, just before the reactor
-            # waits (a call_soon would cost a pass, and a poll, more).
-            self.reactor.call_before_wait(self._flush)
 
     def _pump(self) -> None:
-        """Send queued commands while the window has room."""
+        """Send queued commands while the window has room (out-of-band ones at once)."""
         queue = self.queue
-        window = self.window
         proto = self.proto
         assert proto is not None
         sent = proto.sent
-        # A run of plain commands (the usual window refill) goes out in one joined write.
+        room = self.window - self.outstanding
+        # A run of plain commands (the usual window refill) goes out in one joined write;
+        # a command with descriptors, or out of band, in a write of its own.
         chunks: list[bytes] = []
         while queue:
             cmd = queue[0]
@@ -501,31 +497,34 @@ class Connection:
                 queue.popleft()  # cancelled or timed out while queued
                 continue
             special = cmd.special
-            if special is not None and (special.oob or special.fds):
-                queue.popleft()
-                if chunks:
-                    self._buffer(b"".join(chunks))
-                    chunks = []
-                self._send(cmd)
-                continue
-            if self.outstanding >= window:
-                break
+            oob = special is not None and special.oob
+            if not oob:
+                if room <= 0:
+                    break
+                room -= 1
             queue.popleft()
             cmd.stage = _SENT
             sent(cmd.cid, cmd)
-            self.outstanding += 1
-            chunks.append(cmd.data)
+            if special is not None and (oob or special.fds):
+                if chunks:
+                    self._buffer(b"".join(chunks))
+                    chunks = []
+                fds, special.fds = special.fds, None
+                self._buffer(cmd.data, fds)
+            else:
+                chunks.append(cmd.data)
             cmd.data = b""
+        self.outstanding = self.window - room
         if chunks:
             self._buffer(b"".join(chunks))
+        if self._segments and not self._writing:
+            self._flush()  # else the socket is full: its writer sends when it can
 
-    def _flush(self) -> bool:
-        """Send what the socket takes. True if the connection was lost meanwhile
-        (futures were failed: see Reactor.call_before_wait)."""
-        self._flush_scheduled = False
+    def _flush(self) -> None:
+        """Send what the socket takes; the rest when it becomes writable."""
         sock = self._sock
         if sock is None:
-            return False
+            return
         segments = self._segments
         try:
             while segments:
@@ -546,7 +545,7 @@ class Connection:
             pass
         except OSError as exc:
             self.lost(ConnectionLost(f"send failed: {exc}", connection=self.name), exc)
-            return True
+            return
         if segments:
             if not self._writing:
                 self._writing = True
@@ -554,7 +553,6 @@ class Connection:
         elif self._writing:
             self._writing = False
             self.reactor.remove_writer(self.fd)
-        return False
 
     def abandon(self, cmd: Command) -> None:
         """A command was cancelled or timed out: a queued one is skipped by the pump; a
@@ -591,6 +589,7 @@ class Connection:
     def pending(self) -> int:
         """Commands not yet finished: queued, sent, or waiting for their event."""
         count = sum(1 for c in self.queue if c.stage is _QUEUED)
+        count += sum(1 for c in list(self.intake) if c.stage is _QUEUED)
         proto = self.proto
         if proto is not None:
             count += sum(1 for c in proto._in_flight.values()
@@ -699,6 +698,8 @@ class Connection:
 
     def _on_greeting(self, greeting: Greeting, proto: QMPProtocol) -> None:
         self.version = greeting.version
+        if proto.state is not State.NEGOTIATING:
+            return  # a fatal line came in the same receive: closing follows
         if proto.events_before_greeting:
             logger.info("%s: skipped %d event(s) sent before the greeting", self.name,
                         proto.events_before_greeting)
@@ -769,6 +770,7 @@ class Connection:
         if final or not self.listener.keeps_queue(established):
             victims.extend(self.queue)
             self.queue = collections.deque()
+            victims.extend(_take_all(self.intake))
         self.outstanding = 0
         for seg in self._segments:
             if seg[1]:
@@ -799,8 +801,9 @@ class Connection:
     def fail_queue(self, reason: BaseException) -> None:
         """Fail every command still queued (a reconnect policy gave up, or the client
         was closed while disconnected)."""
-        victims = self.queue
+        victims = list(self.queue)
         self.queue = collections.deque()
+        victims.extend(_take_all(self.intake))
         for cmd in victims:
             if cmd.stage is _FINISHED:
                 continue
@@ -808,6 +811,16 @@ class Connection:
             err = ConnectionLost(f"{cmd.describe()}: {reason}")
             err.__cause__ = reason
             cmd._complete(_FAILED, err)
+
+
+def _take_all(intake: collections.deque[Command]) -> list[Command]:
+    """Empty a deque other threads may append to (no item lost or taken twice)."""
+    taken = []
+    while True:
+        try:
+            taken.append(intake.popleft())
+        except IndexError:
+            return taken
 
 
 def _no_recv(size: int) -> bytes:

@@ -204,9 +204,6 @@ class Reactor:
             self._selector = selector if selector is not None else selectors.DefaultSelector()
             self._poll = self._select
         self._ready: collections.deque[Handle] = collections.deque()
-        # call_before_wait callbacks: run at the end of the pass that scheduled them,
-        # or at the start of the next one when scheduled between passes.
-        self._before_wait: list[Callable[[], object]] = []
         self._timers: list[TimerHandle] = []
         self._cancelled_timers = 0
         self._threadsafe: collections.deque[Handle] = collections.deque()
@@ -247,24 +244,6 @@ class Reactor:
             self._wakeup_hook()
         return handle
 
-    def call_before_wait(self, callback: Callable[[], object]) -> None:
-        """Run ``callback()`` once, before the reactor next waits for I/O.
-
-        That is at the end of the current pass (after its ready callbacks), or at the
-        start of the next one when called between passes: sooner than ``call_soon``,
-        and without a wasted poll. Clients flush their send buffers this way, so the
-        commands submitted during one pass leave in one ``send`` before the reactor
-        sleeps. Same thread rules as :meth:`call_soon`; not cancellable.
-
-        ``callback`` returns True when it may have completed futures (a flush that
-        finds the peer gone fails them all): the reactor then polls instead of
-        sleeping in that pass, so a ``Future.result()`` waiting on one of them sees
-        it at once.
-        """
-        self._before_wait.append(callback)
-        if not self._in_pass and self._wakeup_hook is not None:
-            self._wakeup_hook()
-
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
         """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle."""
         return self.call_at(self._clock() + delay, callback, *args)
@@ -291,7 +270,15 @@ class Reactor:
             raise StateError("reactor is closed")
         handle = Handle(callback, args)
         self._threadsafe.append(handle)  # deque.append is atomic
-        self._wake()
+        # Appended first, checked second; a driver sets _driver before its pass takes
+        # the handles: so either that pass sees this one, or we see the driver and wake
+        # it. Nobody driving: the next driver takes it at the start of its first pass.
+        driver = self._driver
+        if driver is not None:
+            if driver != _get_ident():
+                self._wake()
+        elif self._wakeup_hook is not None:
+            self._wakeup_hook()  # an outer loop drives between its passes
         return handle
 
     def run_in_reactor(self, callback: Callable[..., object], *args: Any) -> bool:
@@ -308,11 +295,12 @@ class Reactor:
         Raises:
             StateError: the reactor is closed.
         """
-        if self._driver == _get_ident():
+        me = _get_ident()
+        if self._driver == me:
             callback(*args)
             return True
         if self._drive.acquire(False):
-            self._driver = _get_ident()
+            self._driver = me
             try:
                 callback(*args)
             finally:
@@ -349,12 +337,11 @@ class Reactor:
         on the reactor outside a pass, so that an outer loop driving the reactor
         (``qmplex.aio``) runs a pass soon.
 
-        "Work" is a ready callback, a ``call_before_wait`` (a client's pending write) or
-        a timer. The hook runs on the thread that queued the work, which may be any
-        thread that took the idle reactor for a call: it must be cheap and
-        thread-safe. I/O readiness and :meth:`call_soon_threadsafe` need no hook: they
-        make the selector's descriptor (:meth:`fileno`) readable, which the outer loop
-        watches.
+        "Work" is a ready callback, a timer, or a :meth:`call_soon_threadsafe` made while
+        no pass runs (a client's command is one). The hook runs
+        on the thread that queued the work, which may be any thread: it must be cheap
+        and thread-safe. I/O readiness needs no hook: it makes the selector's
+        descriptor (:meth:`fileno`) readable, which the outer loop watches.
         """
         self._wakeup_hook = hook
 
@@ -382,6 +369,13 @@ class Reactor:
             pass
         self._wake_pending = False
         self._take_threadsafe()
+
+    def _run_threadsafe(self) -> None:
+        threadsafe = self._threadsafe
+        for _ in range(len(threadsafe)):
+            handle = threadsafe.popleft()
+            if not handle._cancelled:
+                handle._run()
 
     def _take_threadsafe(self) -> None:
         threadsafe = self._threadsafe
@@ -502,7 +496,7 @@ class Reactor:
     def next_deadline(self) -> float | None:
         """When the reactor next needs to run without I/O: ``reactor.time()`` of the
         earliest timer, ``0.0`` if callbacks are ready now, None if nothing is due."""
-        if self._ready or self._threadsafe or self._before_wait:
+        if self._ready or self._threadsafe:
             return 0.0
         timers = self._timers
         while timers and timers[0]._cancelled:
@@ -520,7 +514,7 @@ class Reactor:
 
     def pending_callbacks(self) -> int:
         """Return how many callbacks wait to run (ready, before-wait and from threads)."""
-        return len(self._ready) + len(self._before_wait) + len(self._threadsafe)
+        return len(self._ready) + len(self._threadsafe)
 
     # ---------------------------------------------------------------- running
     def is_running(self) -> bool:
@@ -606,6 +600,10 @@ class Reactor:
     def _release(self) -> None:
         self._driver = None
         self._drive.release()
+        if self._close_requested or self._idle_waiters:
+            self._after_release()
+
+    def _after_release(self) -> None:
         if self._close_requested:
             self._close_now()
         # After the release: a thread that registers from now on sees the reactor
@@ -663,18 +661,18 @@ class Reactor:
         done = waitable.done
         if deadline is None:
             while not done():
-                if self._closed or self._close_requested:
+                if self._close_requested:
                     return
-                run_once(None)
+                run_once(None, done)
         else:
             clock = self._clock
             while not done():
-                if self._closed or self._close_requested:
+                if self._close_requested:
                     return
                 timeout = deadline - clock()
                 if timeout <= 0:
                     return
-                run_once(timeout)
+                run_once(timeout, done)
 
     def _sleep_while_driven(self, waitable: Waitable, deadline: float | None) -> bool:
         """Sleep while another thread drives and ``waitable`` is pending; False if the
@@ -701,90 +699,73 @@ class Reactor:
             except ValueError:
                 pass
 
-    def _run_once(self, timeout: float | None) -> None:
+    def _run_once(self, timeout: float | None,
+                  done: Callable[[], bool] | None = None) -> None:
+        """One pass (the caller holds the drive): the hand-overs from other threads,
+        then (unless ``done()`` became true meanwhile) a wait for I/O of at most
+        ``timeout`` (None: until I/O), the I/O callbacks, the due timers, and the ready
+        callbacks that were queued when the ready phase began."""
         self._in_pass = True
         try:
-            self._pass(timeout)
+            if self._threadsafe:
+                # Hand-overs from other threads (and commands' intakes) run first:
+                # also when the wake-up byte is not read yet, or was never written
+                # (nobody drove when they were queued).
+                self._run_threadsafe()
+                if done is not None and done():
+                    return  # e.g. a command's send found the peer gone: don't sleep
+            ready = self._ready
+            timers = self._timers
+            if ready:
+                timeout = 0
+            elif timers:
+                while timers and timers[0]._cancelled:  # drop cancelled timers at the head
+                    heapq.heappop(timers)
+                    self._cancelled_timers -= 1
+                if timers:
+                    delay = timers[0].when - self._clock()
+                    if delay < 0:
+                        delay = 0
+                    if timeout is None or delay < timeout:
+                        timeout = delay
+            events = self._poll(timeout, self._maxevents)
+            if events:
+                fds = self._fds
+                registrations = self._registrations
+                for fd, mask in events:
+                    entry = fds.get(fd)
+                    # Gone, or registered after the poll (by a callback of this batch).
+                    if entry is None or entry[2] > registrations:
+                        continue
+                    if mask & _NOT_OUT and entry[0] is not None:
+                        try:
+                            entry[0]()
+                        except Exception:
+                            logger.exception("reader callback for fd %d raised", fd)
+                    if mask & _NOT_IN and entry[1] is not None:
+                        try:
+                            entry[1]()
+                        except Exception:
+                            logger.exception("writer callback for fd %d raised", fd)
+            # An I/O callback that cancels many timers may have compacted the heap into
+            # a new list: pop due timers from the live one, or they would run twice.
+            timers = self._timers
+            if timers:
+                now = self._clock()
+                while timers and timers[0].when <= now:
+                    timer = heapq.heappop(timers)
+                    if timer._cancelled:
+                        self._cancelled_timers -= 1
+                        continue
+                    timer._reactor = None
+                    ready.append(timer)
+            if ready:
+                for _ in range(len(ready)):
+                    handle = ready.popleft()
+                    if not handle._cancelled:
+                        handle._run()
         finally:
             self._in_pass = False
-
-    def _pass(self, timeout: float | None) -> None:
-        # Scheduled between passes (e.g. a command submitted). One that reports it may
-        # have finished what the caller waits for (a flush that finds the peer gone
-        # fails every future at once) makes this pass poll, not sleep, or
-        # Future.result() would sleep its whole timeout (forever without one).
-        if self._threadsafe:
-            self._take_threadsafe()  # also when the wake-up byte is not read yet
-        if self._before_wait:
-            if self._run_before_wait():
-                timeout = 0
-        ready = self._ready
-        timers = self._timers
-        if ready:
-            timeout = 0
-        elif timers:
-            # Drop cancelled timers at the head.
-            while timers and timers[0]._cancelled:
-                heapq.heappop(timers)
-                self._cancelled_timers -= 1
-            if timers:
-                delay = timers[0].when - self._clock()
-                if delay < 0:
-                    delay = 0
-                if timeout is None or delay < timeout:
-                    timeout = delay
-        events = self._poll(timeout, self._maxevents)
-        if events:
-            fds = self._fds
-            registrations = self._registrations
-            for fd, mask in events:
-                entry = fds.get(fd)
-                # Gone, or registered after the poll (by a callback of this batch).
-                if entry is None or entry[2] > registrations:
-                    continue
-                if mask & _NOT_OUT and entry[0] is not None:
-                    try:
-                        entry[0]()
-                    except Exception:
-                        logger.exception("reader callback for fd %d raised", fd)
-                if mask & _NOT_IN and entry[1] is not None:
-                    try:
-                        entry[1]()
-                    except Exception:
-                        logger.exception("writer callback for fd %d raised", fd)
-        # An I/O callback that cancels many timers may have compacted the heap into a
-        # new list: pop due timers from the live one, or they would run twice.
-        timers = self._timers
-        if timers:
-            now = self._clock()
-            while timers and timers[0].when <= now:
-                timer = heapq.heappop(timers)
-                if timer._cancelled:
-                    self._cancelled_timers -= 1
-                    continue
-                timer._reactor = None
-                ready.append(timer)
-        if ready:
-            for _ in range(len(ready)):
-                handle = ready.popleft()
-                if not handle._cancelled:
-                    handle._run()
-        if self._before_wait:
-            self._run_before_wait()
-
-    def _run_before_wait(self) -> bool:
-        """Run the call_before_wait callbacks; True if one reported (or raised)."""
-        callbacks = self._before_wait
-        self._before_wait = []
-        progress = False
-        for callback in callbacks:
-            try:
-                if callback():
-                    progress = True
-            except Exception:
-                logger.exception("callback %r raised", callback)
-                progress = True
-        return progress
 
     # ---------------------------------------------------------------- closing
     def close(self) -> None:
@@ -824,8 +805,6 @@ class Reactor:
             self._timers.clear()
             for _ in range(_CLOSE_ROUNDS):
                 self._take_threadsafe()
-                if self._before_wait:
-                    self._run_before_wait()
                 ready = self._ready
                 if not ready:
                     break
@@ -835,7 +814,6 @@ class Reactor:
                         handle._run()
             self._closed = True
             self._ready.clear()
-            self._before_wait.clear()
             self._threadsafe.clear()
             self._timers.clear()
             self._fds.clear()

@@ -1,152 +1,75 @@
-"""Property tests: the C and Python splitters agree with a naive reference, for any
-stream and any chunking, and report nothing but LineTooLong; the routed splitters
-agree with each other and with the plain ones."""
+"""Property tests: the C and Python splitters agree with the reference in
+``tests/splitter_reference.py`` for any stream, any chunking and any routing table, and
+report nothing but LineTooLong (returned, never raised); the C library's two entry
+points, called directly, agree with the reference exactly (offsets, ``consumed``, the
+error flag, the dropped count) and with each other."""
 
 from __future__ import annotations
 
 import re
+import sys
 from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmplex import framing
-from qmplex.errors import LineTooLong
-from qmplex.framing import (
-    KIND_ERROR,
+from qmplex.core import framing
+from qmplex.core.framing import (
     KIND_EVENT,
     KIND_GREETING,
-    KIND_OTHER,
-    KIND_RETURN,
     ROUTE_BASE,
     ROUTED_FIELDS,
-    SPAN_FIELDS,
     RouteTable,
     Splitter,
-    split_python,
-    split_python_routed,
 )
+from qmplex.errors import LineTooLong
 
-Line = tuple[int, bytes, bytes]
+from .. import splitter_reference as ref
+
 Routed = tuple[int, bytes]
 
 IMPLS = ["c", "python"] if framing.C_AVAILABLE else ["python"]
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+needs_c = pytest.mark.skipif(not ref.C_AVAILABLE, reason="qmplex._lines not built")
 
-# --- Naive reference: written step by step, independently of both splitters ---------------
-
-WS = b" \t\r"
-
-
-def _skip_ws(line: bytes, i: int) -> int:
-    while i < len(line) and line[i] in WS:
-        i += 1
-    return i
+#: Reports every line; event lines keep the tag KIND_EVENT.
+ALL = RouteTable(catch_all=True)
 
 
-def _expect(line: bytes, i: int, char: bytes) -> int | None:
-    """Skip whitespace, then expect char; return the index after it."""
-    i = _skip_ws(line, i)
-    if line[i : i + 1] == char:
-        return i + 1
-    return None
-
-
-def _name(line: bytes, i: int) -> bytes | None:
-    """line[i-1] is an opening quote: return the event name or None."""
-    close = line.find(b'"', i)
-    if close < 0:
-        return None
-    name = line[i:close]
-    if not name or b"\\" in name or any(c < 0x20 for c in name):
-        return None
-    return name
-
-
-def _event_value(line: bytes, i: int) -> bytes | None:
-    j = _expect(line, i, b":")
-    if j is None:
-        return None
-    j = _expect(line, j, b'"')
-    return None if j is None else _name(line, j)
-
-
-def naive_classify(line: bytes) -> tuple[int, bytes]:
-    i = _expect(line, 0, b"{")
-    if i is None:
-        return KIND_OTHER, b""
-    i = _expect(line, i, b'"')
-    if i is None:
-        return KIND_OTHER, b""
-    close = line.find(b'"', i)
-    if close < 0:
-        return KIND_OTHER, b""
-    key = line[i:close]
-    after = close + 1
-    if b"\\" in key:
-        return KIND_OTHER, b""
-    fixed = {b"return": KIND_RETURN, b"error": KIND_ERROR, b"QMP": KIND_GREETING}
-    if key in fixed:
-        return fixed[key], b""
-    name = None
-    if key == b"event":
-        name = _event_value(line, after)
-    elif key == b"timestamp":
-        j = _expect(line, after, b":")
-        j = None if j is None else _expect(line, j, b"{")
-        if j is not None:
-            brace = line.find(b"}", j)
-            if brace >= 0 and b"{" not in line[j:brace]:
-                k = _expect(line, brace + 1, b",")
-                if k is not None:
-                    k = _skip_ws(line, k)
-                    if line[k : k + 7] == b'"event"':
-                        name = _event_value(line, k + 7)
-    if name is None:
-        return KIND_OTHER, b""
-    return KIND_EVENT, name
-
-
-def reference(stream: bytes, max_line: int) -> tuple[list[Line], bool, int]:
-    """Split a whole stream: (lines, too_long, pending bytes when not too long)."""
-    *complete, partial = stream.split(b"\n")
-    lines: list[Line] = []
-    for raw in complete:
-        content = raw[:-1] if raw.endswith(b"\r") else raw
-        if len(content) > max_line:
-            return lines, True, 0
-        if content.strip(WS) == b"":
-            continue
-        kind, name = naive_classify(content)
-        lines.append((kind, content, name))
-    known = len(partial) - (1 if partial.endswith(b"\r") else 0)
-    if known > max_line:
-        return lines, True, 0
-    return lines, False, len(partial)
-
-
-def run(impl: str, max_line: int, chunks: list[bytes]) -> tuple[list[Line], bool, int]:
+def run(
+    impl: str, max_line: int, chunks: list[bytes], routes: RouteTable | list[RouteTable] = ALL
+) -> tuple[list[Routed], bool, int, int]:
+    """Feed chunks to a new splitter (``routes``: one table, or one per chunk):
+    ``(lines, too_long, pending, dropped)``, checking each result's shape."""
     splitter = Splitter(max_line, impl=impl)
-    lines: list[Line] = []
-    for chunk in chunks:
-        buf, spans, error = splitter.feed(chunk)
-        assert len(spans) % SPAN_FIELDS == 0
-        for i in range(0, len(spans), SPAN_FIELDS):
-            kind, start, end, ns, ne = spans[i : i + SPAN_FIELDS]
+    tables = routes if isinstance(routes, list) else [routes] * len(chunks)
+    lines: list[Routed] = []
+    dropped = 0
+    for chunk, table in zip(chunks, tables, strict=True):
+        buf, spans, error, n = splitter.feed(chunk, table)
+        assert len(spans) % ROUTED_FIELDS == 0
+        assert n >= 0
+        dropped += n
+        for i in range(0, len(spans), ROUTED_FIELDS):
+            tag, start, end = spans[i : i + ROUTED_FIELDS]
             assert 0 <= start <= end < len(buf)
-            if kind == KIND_EVENT:
-                assert start < ns < ne < end
-            else:
-                assert (ns, ne) == (0, 0)
-            lines.append((kind, bytes(buf[start:end]), bytes(buf[ns:ne])))
+            assert tag >= ROUTE_BASE or 0 <= tag <= KIND_GREETING
+            lines.append((tag, bytes(buf[start:end])))
         if error is not None:
             assert type(error) is LineTooLong
             assert error.limit == max_line
             assert error.received > max_line
+            assert len(error.excerpt) <= 203
             assert splitter.pending() == 0
-            return lines, True, 0
-    return lines, False, splitter.pending()
+            return lines, True, 0, dropped
+    return lines, False, splitter.pending(), dropped
+
+
+def expected_catch_all(stream: bytes, max_line: int) -> tuple[list[Routed], bool, int, int]:
+    """What :func:`run` returns with ALL, by the reference."""
+    lines, too_long, pending = ref.split_stream(stream, max_line)
+    return [(kind, content) for kind, content, _ in lines], too_long, pending, 0
 
 
 # --- Strategies ----------------------------------------------------------------------------
@@ -262,7 +185,12 @@ def limits(stream: bytes) -> st.SearchStrategy[int]:
     return st.one_of(max_lines, st.sampled_from(near)) if near else max_lines
 
 
-# --- Properties ----------------------------------------------------------------------------
+def _starts(stream: bytes) -> list[int]:
+    """Every line start of a stream: where a split may resume."""
+    return [0] + [i + 1 for i, c in enumerate(stream) if c == 0x0A]
+
+
+# --- The plain split -------------------------------------------------------------------------
 
 
 @SETTINGS
@@ -270,7 +198,7 @@ def limits(stream: bytes) -> st.SearchStrategy[int]:
 def test_any_chunking_matches_reference(stream: bytes, data: st.DataObject) -> None:
     max_line = data.draw(limits(stream))
     chunks = data.draw(chunkings(stream))
-    expected = reference(stream, max_line)
+    expected = expected_catch_all(stream, max_line)
     for impl in IMPLS:
         assert run(impl, max_line, chunks) == expected, impl
 
@@ -280,28 +208,28 @@ def test_any_chunking_matches_reference(stream: bytes, data: st.DataObject) -> N
 def test_arbitrary_bytes_match_reference(stream: bytes, data: st.DataObject) -> None:
     max_line = data.draw(limits(stream))
     chunks = data.draw(chunkings(stream))
-    expected = reference(stream, max_line)
+    expected = expected_catch_all(stream, max_line)
     for impl in IMPLS:
         assert run(impl, max_line, chunks) == expected, impl
 
 
-@pytest.mark.skipif(not framing.C_AVAILABLE, reason="qmplex._lines not built")
+@needs_c
 @SETTINGS
 @given(
     stream=st.one_of(streams(), st.binary(max_size=200)),
     out_lines=st.integers(1, 6),
     data=st.data(),
 )
-def test_split_c_equals_split_python_exactly(
+def test_c_split_equals_reference_exactly(
     stream: bytes, out_lines: int, data: st.DataObject
 ) -> None:
+    """qmplex_split: kinds, offsets, name spans, consumed and the error flag, from any
+    line start, for any batch size."""
     max_line = data.draw(limits(stream))
-    # Offsets, consumed and the error flag too, from any line start, for any batch size.
-    starts = [0] + [i + 1 for i, c in enumerate(stream) if c == 0x0A]
-    start = data.draw(st.sampled_from(starts))
+    start = data.draw(st.sampled_from(_starts(stream)))
     for buf in (stream, bytearray(stream)):
-        expected = split_python(buf, max_line, start)
-        assert framing.split_c(buf, max_line, start, out_lines=out_lines) == expected
+        expected = ref.split(buf, max_line, start)
+        assert ref.c_split(buf, max_line, start, out_lines=out_lines) == expected
 
 
 # --- Routing -------------------------------------------------------------------------------
@@ -380,119 +308,109 @@ def routed_limits(stream: bytes) -> st.SearchStrategy[int]:
     return st.one_of(st.just(framing.DEFAULT_MAX_LINE_BYTES), limits(stream))
 
 
-def expected_tag(routes: RouteTable, kind: int, name: bytes) -> int | None:
-    """The routed tag of a line of the plain split, or None when it is dropped.
-
-    Written from RouteTable's documented rules, independently of both splitters.
-    """
-    if kind != KIND_EVENT:
-        return kind
-    for i, candidate in enumerate(routes.names):
-        try:
-            raw = candidate.encode("utf-8")
-        except UnicodeEncodeError:
-            continue
-        if 0 < len(raw) <= 255 and raw == name:
-            return ROUTE_BASE + i
-    too_long = any(len(n.encode("utf-8", "replace")) > 255 for n in routes.names)
-    if routes.catch_all or too_long:
-        return KIND_EVENT
-    return None
-
-
-def route_lines(routes: RouteTable, lines: list[Line]) -> tuple[list[Routed], int]:
-    """Apply expected_tag to (kind, line, name) tuples: (routed lines, dropped)."""
-    routed: list[Routed] = []
-    dropped = 0
-    for kind, content, name in lines:
-        tag = expected_tag(routes, kind, name)
-        if tag is None:
-            dropped += 1
-        else:
-            routed.append((tag, content))
-    return routed, dropped
-
-
-def run_routed(
-    impl: str, max_line: int, chunks: list[bytes], routes: RouteTable
-) -> tuple[list[Routed], bool, int, int]:
-    splitter = Splitter(max_line, impl=impl)
-    lines: list[Routed] = []
-    dropped = 0
-    for chunk in chunks:
-        buf, spans, error, n = splitter.feed_routed(chunk, routes)
-        assert len(spans) % ROUTED_FIELDS == 0
-        assert n >= 0
-        dropped += n
-        for i in range(0, len(spans), ROUTED_FIELDS):
-            tag, start, end = spans[i : i + ROUTED_FIELDS]
-            assert 0 <= start <= end < len(buf)
-            assert tag >= ROUTE_BASE or tag <= KIND_GREETING
-            lines.append((tag, bytes(buf[start:end])))
-        if error is not None:
-            assert type(error) is LineTooLong
-            assert splitter.pending() == 0
-            return lines, True, 0, dropped
-    return lines, False, splitter.pending(), dropped
-
-
 @SETTINGS
 @given(stream=routing_streams, data=st.data())
 def test_routed_any_chunking_matches_reference(stream: bytes, data: st.DataObject) -> None:
     routes = data.draw(route_tables(stream))
     max_line = data.draw(routed_limits(stream))
     chunks = data.draw(chunkings(stream))
-    lines, too_long, pending = reference(stream, max_line)
-    routed, dropped = route_lines(routes, lines)
+    lines, too_long, pending = ref.split_stream(stream, max_line)
+    routed, dropped = ref.route_lines(routes, lines)
+    assert routes.reports_unrouted == ref.reports_unrouted(routes)
     for impl in IMPLS:
-        assert run_routed(impl, max_line, chunks, routes) == (routed, too_long, pending, dropped)
+        assert run(impl, max_line, chunks, routes) == (routed, too_long, pending, dropped), impl
 
 
-def _starts(stream: bytes) -> list[int]:
-    return [0] + [i + 1 for i, c in enumerate(stream) if c == 0x0A]
-
-
-@pytest.mark.skipif(not framing.C_AVAILABLE, reason="qmplex._lines not built")
 @SETTINGS
-@given(
-    stream=routing_streams,
-    out_lines=st.integers(1, 6),
-    data=st.data(),
-)
-def test_split_c_routed_equals_split_python_routed_exactly(
+@given(stream=routing_streams, data=st.data())
+def test_each_line_is_routed_by_the_table_of_the_feed_that_completes_it(
+    stream: bytes, data: st.DataObject
+) -> None:
+    """The table may change from one feed to the next."""
+    max_line = data.draw(routed_limits(stream))
+    chunks = data.draw(chunkings(stream))
+    tables = [data.draw(route_tables(stream)) for _ in chunks]
+    # The chunk holding each byte of the stream.
+    owner = [i for i, chunk in enumerate(chunks) for _ in chunk]
+    spans, consumed, too_long = ref.split(stream, max_line)
+    lines: list[Routed] = []
+    dropped = 0
+    for i in range(0, len(spans), ref.SPAN_FIELDS):
+        kind, start, end, ns, ne = spans[i : i + ref.SPAN_FIELDS]
+        routes = tables[owner[stream.index(b"\n", end)]]  # the chunk with its "\n"
+        tag = ref.expected_tag(routes, kind, stream[ns:ne])
+        if tag is None:
+            dropped += 1
+        else:
+            lines.append((tag, stream[start:end]))
+    pending = 0 if too_long else len(stream) - consumed
+    for impl in IMPLS:
+        assert run(impl, max_line, chunks, tables) == (lines, too_long, pending, dropped), impl
+
+
+@needs_c
+@SETTINGS
+@given(stream=routing_streams, out_lines=st.integers(1, 6), data=st.data())
+def test_c_split_routed_equals_reference_exactly(
     stream: bytes, out_lines: int, data: st.DataObject
 ) -> None:
     routes = data.draw(route_tables(stream))
     max_line = data.draw(routed_limits(stream))
     start = data.draw(st.sampled_from(_starts(stream)))
     for buf in (stream, bytearray(stream)):
-        expected = split_python_routed(buf, max_line, routes, start)
-        got = framing.split_c_routed(buf, max_line, routes, start, out_lines=out_lines)
+        expected = ref.split_routed(buf, max_line, routes, start)
+        got = ref.c_split_routed(buf, max_line, routes, start, out_lines=out_lines)
         assert got == expected
 
 
-SPLITTERS = [("python", split_python, split_python_routed)]
-if framing.C_AVAILABLE:
-    SPLITTERS.append(("c", framing.split_c, framing.split_c_routed))
-
-
+@needs_c
 @SETTINGS
 @given(stream=routing_streams, data=st.data())
-def test_routed_split_is_the_plain_split_routed(stream: bytes, data: st.DataObject) -> None:
-    """Same lines, offsets, consumed and error as the 5-field split; tags from kind+name."""
+def test_c_routed_split_is_the_c_plain_split_routed(stream: bytes, data: st.DataObject) -> None:
+    """qmplex_split_routed finds the lines, offsets, consumed and error of qmplex_split,
+    with tags from kind and name: the two C entry points agree with each other."""
     routes = data.draw(route_tables(stream))
     max_line = data.draw(routed_limits(stream))
     start = data.draw(st.sampled_from(_starts(stream)))
-    for impl, plain, routed in SPLITTERS:
-        spans5, consumed5, too_long5 = plain(stream, max_line, start)
-        expected: list[int] = []
-        dropped = 0
-        for i in range(0, len(spans5), SPAN_FIELDS):
-            kind, start_, end, ns, ne = spans5[i : i + SPAN_FIELDS]
-            tag = expected_tag(routes, kind, stream[ns:ne])
-            if tag is None:
-                dropped += 1
-            else:
-                expected += (tag, start_, end)
-        got = routed(stream, max_line, routes, start)
-        assert got == (expected, consumed5, too_long5, dropped), impl
+    spans5, consumed, too_long = ref.c_split(stream, max_line, start)
+    routed, dropped = ref.route(stream, spans5, routes)
+    assert ref.c_split_routed(stream, max_line, routes, start) == (
+        routed,
+        consumed,
+        too_long,
+        dropped,
+    )
+
+
+# --- Nothing but LineTooLong ----------------------------------------------------------------
+
+any_name = st.one_of(
+    route_name,
+    st.text(st.characters(exclude_categories=()), max_size=6),  # lone surrogates too
+    st.text(max_size=300),
+)
+
+
+@SETTINGS
+@given(
+    chunks=st.lists(st.binary(max_size=120), max_size=8),
+    names=st.lists(any_name, max_size=6),
+    catch_all=st.booleans(),
+    max_line=st.one_of(st.integers(1, 100), st.just(sys.maxsize), st.just(2**70)),
+)
+def test_feed_raises_nothing_and_returns_only_line_too_long(
+    chunks: list[bytes], names: list[str], catch_all: bool, max_line: int
+) -> None:
+    """h11's fuzz invariant: any bytes, any table, any limit; the only error is a
+    returned LineTooLong, after which the splitter goes on from scratch."""
+    routes = RouteTable(names, catch_all=catch_all)
+    for impl in IMPLS:
+        splitter = Splitter(max_line, impl=impl)
+        for chunk in chunks:
+            buf, spans, error, dropped = splitter.feed(chunk, routes)
+            assert error is None or type(error) is LineTooLong
+            assert len(spans) % ROUTED_FIELDS == 0 and dropped >= 0
+            assert all(0 <= offset <= len(buf) for offset in spans[1::3] + spans[2::3])
+            assert all(t >= ROUTE_BASE or 0 <= t <= KIND_GREETING for t in spans[::3])
+            if not routes.reports_unrouted:
+                assert KIND_EVENT not in spans[::3]

@@ -251,12 +251,29 @@ def test_passed_fd_closed_when_lost_in_the_send_buffer(pipe: int) -> None:
         c = Client(r)
         p = FastPeer(r, c)
         p.handshake()
-        fut = c.execute("getfd", {"fdname": "a"}, fds=[pipe])  # _send: queued to write
-        assert c._conn._segments and c._conn._segments[-1][1]
+        c.execute("big", {"blob": "x" * (8 << 20)})  # fills the socket: the peer never reads
+        fut = c.execute("getfd", {"fdname": "a"}, fds=[pipe])
+        r.run_once(0)  # both are sent into the buffer: the first part-written
+        assert c._conn._writing and c._conn._segments[-1][1]
         p.sock.close()
         c.close()  # before the reactor ever flushed
         assert isinstance(fut.exception(0), ConnectionLost)
         assert _refs(pipe) == 1
+
+
+def test_passed_fd_closed_when_lost_before_the_reactor_saw_it(pipe: int) -> None:
+    """Still in the connection's intake (no reactor pass since execute) when the client
+    is closed: the duplicate is closed too."""
+    with Reactor() as r:
+        c = Client(r)
+        p = FastPeer(r, c)
+        p.handshake()
+        fut = c.execute("getfd", {"fdname": "a"}, fds=[pipe])
+        assert _refs(pipe) == 2 and c.pending == 1
+        c.close()
+        assert isinstance(fut.exception(0), ConnectionLost)
+        assert _refs(pipe) == 1
+        p.close()
 
 
 def test_passed_fd_closed_when_send_fails(fpeer: FastPeer, pipe: int) -> None:

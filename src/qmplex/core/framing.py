@@ -212,6 +212,7 @@ class RouteTable:
         "names",
         "catch_all",
         "reports_unrouted",
+        "_wanted",
         "_tags",
         "_c_names",
         "_c_len",
@@ -221,6 +222,7 @@ class RouteTable:
     names: tuple[str, ...]
     catch_all: bool
     reports_unrouted: bool
+    _wanted: frozenset[str]
     _tags: dict[bytes, int]
     _c_names: Any
     _c_len: int
@@ -266,6 +268,7 @@ class RouteTable:
         setattr_(self, "names", ordered)
         setattr_(self, "catch_all", bool(catch_all))
         setattr_(self, "reports_unrouted", unrouted)
+        setattr_(self, "_wanted", frozenset(name for name in ordered if name))
         setattr_(self, "_tags", tags)
         setattr_(self, "_c_catch_all", 1 if unrouted else 0)
         setattr_(self, "_c_len", len(records))
@@ -284,9 +287,10 @@ class RouteTable:
         raise AttributeError("RouteTable is immutable")
 
     def wants(self, name: str) -> bool:
-        """Return True if an event called ``name`` is wanted: routed, or reported
-        because the table catches all."""
-        return self.catch_all or name.encode("utf-8", "replace") in self._tags
+        """Return True if an event called ``name`` is wanted: one of :attr:`names`
+        (routed, or reported unrouted when too long for the C table), or any name when
+        the table catches all."""
+        return self.catch_all or name in self._wanted
 
     def __repr__(self) -> str:
         return f"RouteTable({list(self.names)!r}, catch_all={self.catch_all})"

@@ -112,19 +112,41 @@ def encode_command(name: str, arguments: dict[str, Any] | None, cid: Any,
     "id": cid}`` (``"exec-oob"`` when ``oob``).
 
     Raises:
-        ValidationError: the arguments cannot be encoded as JSON.
+        ValidationError: the name, the arguments or the id cannot be encoded as JSON.
     """
-    msg: dict[str, Any] = {"exec-oob" if oob else "execute": name, "id": cid}
-    if arguments is not None:
-        msg["arguments"] = arguments
     try:
+        if type(cid) is int and not oob:
+            # The usual command: its name as JSON is kept per name, the rest formatted in.
+            head = _heads.get(name) or _head(name)
+            if arguments is None:
+                return b'{"execute":%b,"id":%d}\n' % (head, cid)
+            return b'{"execute":%b,"arguments":%b,"id":%d}\n' % (head, _dumps(arguments), cid)
+        msg: dict[str, Any] = {"exec-oob" if oob else "execute": name, "id": cid}
+        if arguments is not None:
+            msg["arguments"] = arguments
         return _dumps(msg, option=_NL)
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise ValidationError(f"{name}: arguments are not JSON-serialisable: {exc}") from exc
 
 
-def parse_greeting(msg: Any) -> QMPVersion:
+# Command names encoded as JSON strings, by name (bounded: a program uses few names).
+_heads: dict[str, bytes] = {}
+_MAX_HEADS = 4096
+
+
+def _head(name: str) -> bytes:
+    head = _dumps(name)
+    if len(_heads) < _MAX_HEADS:
+        _heads[name] = head
+    return head
+
+
+def parse_greeting(msg: Any, line: bytes | bytearray = b"") -> QMPVersion:
     """Turn a decoded greeting into a :class:`QMPVersion`.
+
+    Args:
+        msg: the decoded line.
+        line: the line as received, for the error's excerpt.
 
     Raises:
         GreetingError: ``msg`` is not a QMP greeting.
@@ -141,10 +163,8 @@ def parse_greeting(msg: Any) -> QMPVersion:
         if not isinstance(package, str):
             package = str(package)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise GreetingError(
-            "the peer's greeting is not a QMP greeting",
-            excerpt=excerpt(orjson.dumps(msg, default=repr)),
-        ) from exc
+        raise GreetingError("the peer's greeting is not a QMP greeting",
+                            excerpt=excerpt(line)) from exc
     return QMPVersion(major, minor, micro, package, tuple(caps))
 
 
@@ -363,7 +383,7 @@ class Protocol:
                     return
                 raise GreetingError("the peer did not start with a QMP greeting",
                                     excerpt=excerpt(line))
-            self.version = parse_greeting(msg)
+            self.version = parse_greeting(msg, line)
             self.state = State.NEGOTIATING
             out.append(Greeting(self.version))
             return
@@ -388,7 +408,7 @@ class Protocol:
             token = None
         if token is not _NEGOTIATE:
             self.stale_replies += 1
-            out.append(StaleReply(None if cid is _NO_ID else cid, excerpt(line)))
+            out.append(StaleReply(cid, excerpt(line)))
             return
         del in_flight[cid]
         if "error" in msg:
