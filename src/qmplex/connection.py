@@ -638,6 +638,7 @@ class Connection:
         order: completions schedule their futures' callbacks, and each run of
         consecutive events becomes one ready callback of the dispatch table."""
         events: list[Event] | None = None
+        answered = 0  # in-band replies: window slots freed
         for item in items:
             kind = type(item)
             if kind is Reply:
@@ -646,19 +647,21 @@ class Connection:
                     events = None
                 cmd, ok, value = item
                 special = cmd.special
-                if special is None or not special.oob:
-                    self.outstanding -= 1
+                if special is None:  # the usual command
+                    answered += 1
+                    if cmd.stage is _SENT:  # else cancelled or timed out: discarded
+                        if ok:
+                            cmd.stage = _FINISHED
+                            cmd._complete(_DONE, value)
+                        else:
+                            self._refused(cmd, value)
+                    continue
+                if not special.oob:
+                    answered += 1
                 if cmd.stage is not _SENT:
-                    continue  # cancelled or timed out: the reply is discarded
+                    continue
                 if not ok:
-                    self.finish(cmd)
-                    err = value if isinstance(value, dict) else {}
-                    cmd._complete(_FAILED, CommandError(
-                        cmd.name, str(err.get("class", "GenericError")),
-                        str(err.get("desc", value)), cmd.args, connection=self.name))
-                elif special is None:
-                    cmd.stage = _FINISHED
-                    cmd._complete(_DONE, value)
+                    self._refused(cmd, value)
                 elif special.until is None:
                     self.finish(cmd)
                     cmd._complete(_DONE, value)
@@ -676,7 +679,7 @@ class Connection:
             elif kind is Greeting:
                 self._on_greeting(item, proto)
                 if self.proto is not proto:
-                    return
+                    return  # the negotiation could not be sent: the connection ended
             elif kind is StaleReply:
                 if self._debug:
                     logger.debug("%s: dropped a reply to no command in flight (id %r, "
@@ -684,8 +687,17 @@ class Connection:
                                  item.excerpt)
             elif isinstance(item, ProtocolError):
                 self.listener.protocol_error(item)
+        self.outstanding -= answered
         if events is not None:
             self.reactor.call_soon(self._deliver, events)
+
+    def _refused(self, cmd: Command, value: Any) -> None:
+        """QMP answered ``cmd`` with an error."""
+        self.finish(cmd)
+        err = value if isinstance(value, dict) else {}
+        cmd._complete(_FAILED, CommandError(
+            cmd.name, str(err.get("class", "GenericError")), str(err.get("desc", value)),
+            cmd.args, connection=self.name))
 
     def _deliver(self, events: list[Event]) -> None:
         """Hand a run of events to the dispatch table (a ready callback): until a

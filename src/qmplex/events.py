@@ -13,7 +13,7 @@ table also tells the framing layer which event names anyone wants at all
 (:meth:`DispatchTable.routes`): the others are dropped before they are decoded.
 
 This module does no I/O and never parses. The client hands events to
-:meth:`DispatchTable.dispatch_all` from the reactor's ready queue after a receive was
+:meth:`DispatchTable.dispatch` from the reactor's ready queue after a receive was
 parsed, so callbacks run on the reactor thread, in the order the events arrived, and
 an exception from one is logged (``qmplex.events``) and affects no other.
 
@@ -237,15 +237,32 @@ class Subscription:
 class _Bucket:
     """The subscriptions of one event name (or of every name)."""
 
-    __slots__ = ("plain", "indexed", "paths", "count")
+    __slots__ = ("plain", "indexed", "paths", "count", "_simple")
 
     def __init__(self) -> None:
         self.plain: list[Subscription] = []
         self.indexed: dict[tuple[tuple[str, ...], Hashable], list[Subscription]] = {}
         self.paths: dict[tuple[str, ...], int] = {}
         self.count = 0
+        self._simple: Any = _MISSING  # simple()'s answer, worked out after each change
+
+    def simple(self) -> tuple[Subscription, ...] | None:
+        """The subscriptions, if every one is a plain callback (no match, predicate,
+        backlog or once): dispatch then calls them without filtering. None otherwise."""
+        simple = self._simple
+        if simple is _MISSING:
+            plain = self.plain
+            if self.indexed or not all(
+                    not sub.filter.match and sub.filter.predicate is None
+                    and sub._backlog is None and not sub.once for sub in plain):
+                simple = None
+            else:
+                simple = tuple(plain)
+            self._simple = simple
+        return simple  # type: ignore[no-any-return]
 
     def add(self, sub: Subscription) -> None:
+        self._simple = _MISSING
         self.count += 1
         key = sub._key
         if key is None:
@@ -260,6 +277,7 @@ class _Bucket:
         self.paths[key[0]] = self.paths.get(key[0], 0) + 1
 
     def remove(self, sub: Subscription) -> None:
+        self._simple = _MISSING
         key = sub._key
         if key is None:
             try:
@@ -375,12 +393,6 @@ class DispatchTable:
     def __len__(self) -> int:
         return self._any.count + sum(b.count for b in self._by_name.values())
 
-    def dispatch_all(self, events: list[Event]) -> None:
-        """Dispatch ``events`` in order (what the client schedules after a receive)."""
-        dispatch = self.dispatch
-        for event in events:
-            dispatch(event)
-
     def dispatch(self, event: Event) -> int:
         """Call every subscription whose filter passes ``event``; return how many.
 
@@ -389,6 +401,20 @@ class DispatchTable:
         others still run.
         """
         bucket = self._by_name.get(event[0])
+        if bucket is not None and not self._any.count:
+            simple = bucket.simple()
+            if simple is not None:
+                # Only plain callbacks for this name: nothing to filter. A snapshot
+                # (a tuple), so (un)subscribing from a callback is seen by the next event.
+                delivered = 0
+                for sub in simple:
+                    if sub.active:
+                        delivered += 1
+                        try:
+                            sub.callback(event)
+                        except Exception:
+                            callback_failed(sub.callback)
+                return delivered
         if bucket is not None:
             # A copy: a callback may (un)subscribe while we iterate.
             subs = bucket.candidates(event[1]) if bucket.paths else bucket.plain[:]
