@@ -429,6 +429,7 @@ class Connection:
                 self._refuse(intake.popleft(), state)
             return
         queue = self.queue
+        debug = self._debug
         taken = 0
         while intake:
             cmd = intake.popleft()
@@ -439,10 +440,9 @@ class Connection:
                 self._prepare(cmd, special)
             queue.append(cmd)
             taken += 1
-        self.commands_sent += taken
-        if self._debug:
-            for cmd in list(queue)[-taken:] if taken else ():
+            if debug:
                 self._log_queued(cmd)
+        self.commands_sent += taken
         if state is _READY:
             self._pump()
 
