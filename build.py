@@ -1,19 +1,38 @@
-"""Build script for ``qmplex._lines`` (cffi, out-of-line API mode), and the development
-build of both C extensions.
+"""Build script for qmplex's C speed-ups; all metadata lives in ``pyproject.toml``.
+
+What is compiled:
+
+* ``qmplex._lines``: the line splitter, built by cffi (out-of-line API mode) from
+  ``csrc/lines.c``, on the stable ABI (``py_limited_api``): one ``.abi3.so`` serves every
+  CPython the package supports, and the wheel is tagged ``cp3XX-abi3`` (``cp3XX`` from
+  ``requires-python``);
+* ``FULL_API_EXTENSIONS``: extensions written against the version-specific CPython API
+  (``qmplex._deliver``, the protocol's loop over routed event lines). They would tie
+  the wheel to one CPython version, so a build includes them only when asked
+  (``QMPLEX_FULL_API=1``); without them qmplex runs the same loop in Python.
 
 Used in two ways:
 
-* by setuptools, through ``setup(cffi_modules=["build.py:ffibuilder"])``, whenever the
-  package is built or installed (``pip install .``, ``pip install -e .``); setup.py
-  builds ``qmplex._deliver`` (``csrc/deliver.c``, CPython API) itself;
-* directly, ``python build.py``, for a development build that compiles both modules
-  into ``src/qmplex/`` next to ``framing.py``.
+* by setuptools: ``setup.py`` loads this file and calls ``setup_arguments()``, and
+  ``cffi_modules=["build.py:ffibuilder"]`` hooks the splitter in, whenever the package
+  is built or installed (``pip install .``, ``python -P -m build``);
+* directly, ``python build.py``: a development build that compiles the splitter and
+  every ``FULL_API_EXTENSIONS`` entry into ``src/qmplex/`` next to ``framing.py``
+  (a failure there is always an error).
 
 The ``cdef`` is read from the declarations between the ``QMPLEX_CDEF_BEGIN`` and
 ``QMPLEX_CDEF_END`` markers of ``csrc/lines.h``, so the header is the single source of
 truth for both the compiler and cffi.
 
-Environment:
+Environment (read when the package is built or installed):
+    QMPLEX_BUILD_C=auto (the default): compile the C parts; when compiling fails (no
+        compiler, no Python headers), the install goes on without them, and qmplex warns
+        once at run time that it is using its pure-Python paths.
+    QMPLEX_BUILD_C=yes: a failed compilation fails the build (release builds and CI,
+        so that a broken C build can never pass unnoticed).
+    QMPLEX_BUILD_C=no: compile nothing (a pure-Python ``py3-none-any`` wheel).
+    QMPLEX_FULL_API=1: also build ``FULL_API_EXTENSIONS``; the wheel is then tagged for
+        the building CPython version only.
     QMPLEX_SANITIZE=1: compile and link with AddressSanitizer and UndefinedBehaviorSanitizer
         (UBSan findings abort). Python itself is not instrumented, so preload the runtime::
 
@@ -27,13 +46,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from typing import Any
 
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "csrc", "lines.h")
 
+#: Extensions on the version-specific CPython API: module name -> its C source, relative
+#: to this directory. One line each; deleting a line (and its file) removes it from
+#: every build.
+FULL_API_EXTENSIONS: dict[str, str] = {
+    "qmplex._deliver": "csrc/deliver.c",
+}
+
 _CDEF_RE = re.compile(r"/\* QMPLEX_CDEF_BEGIN \*/(?P<decls>.*?)/\* QMPLEX_CDEF_END \*/", re.DOTALL)
+_BUILD_C_MODES = ("auto", "yes", "no")
 
 
 def read_cdef(path: str = HEADER) -> str:
@@ -44,6 +72,29 @@ def read_cdef(path: str = HEADER) -> str:
     if match is None:
         raise RuntimeError(f"{path}: QMPLEX_CDEF_BEGIN/END markers not found")
     return match.group("decls")
+
+
+def build_c_mode() -> str:
+    """``QMPLEX_BUILD_C``: ``"auto"`` (the default), ``"yes"`` or ``"no"``."""
+    mode = os.environ.get("QMPLEX_BUILD_C", "").strip().lower() or "auto"
+    if mode not in _BUILD_C_MODES:
+        raise RuntimeError(f"QMPLEX_BUILD_C must be one of {', '.join(_BUILD_C_MODES)}, "
+                           f"not {mode!r}")
+    return mode
+
+
+def full_api() -> bool:
+    """Whether ``QMPLEX_FULL_API=1`` asks for the version-specific extensions too."""
+    return os.environ.get("QMPLEX_FULL_API", "") == "1"
+
+
+def abi3_tag(pyproject: str = os.path.join(HERE, "pyproject.toml")) -> str:
+    """The oldest CPython of ``requires-python`` as a wheel tag (``">=3.10"`` -> ``cp310``)."""
+    with open(pyproject, encoding="utf-8") as f:
+        match = re.search(r'^requires-python\s*=\s*">=\s*3\.(\d+)"', f.read(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f'{pyproject}: no requires-python = ">=3.N" line')
+    return f"cp3{match.group(1)}"
 
 
 def _flags() -> tuple[list[str], list[str]]:
@@ -60,12 +111,13 @@ def _flags() -> tuple[list[str], list[str]]:
     return compile_args, link_args
 
 
-def make_builder(root: str | None = None) -> FFI:
+def make_builder(root: str | None = None, *, optional: bool = False) -> FFI:
     """Return an ``FFI`` builder for ``qmplex._lines``.
 
     Args:
         root: when given, source paths are made absolute under it (for
             ``FFI.compile``, which changes directory); setuptools wants them relative.
+        optional: a failed compilation only warns (setuptools' ``Extension.optional``).
     """
     compile_args, link_args = _flags()
 
@@ -74,6 +126,7 @@ def make_builder(root: str | None = None) -> FFI:
 
     builder = FFI()
     builder.cdef(read_cdef())
+    extra: dict[str, Any] = {"optional": True} if optional else {}
     builder.set_source(
         "qmplex._lines",
         '#include "lines.h"',
@@ -82,13 +135,44 @@ def make_builder(root: str | None = None) -> FFI:
         depends=[path("csrc/lines.h")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
+        # The stable ABI: cffi's generated C then defines Py_LIMITED_API.
+        py_limited_api=True,
+        **extra,
     )
     return builder
 
 
+def full_api_extensions(root: str | None = None, *, optional: bool = False) -> list[Any]:
+    """``setuptools.Extension`` objects for every ``FULL_API_EXTENSIONS`` entry."""
+    from setuptools import Extension
+
+    compile_args, link_args = _flags()
+    return [
+        Extension(name, sources=[source if root is None else os.path.join(root, source)],
+                  extra_compile_args=compile_args, extra_link_args=link_args,
+                  optional=optional)
+        for name, source in FULL_API_EXTENSIONS.items()
+    ]
+
+
+def setup_arguments() -> dict[str, Any]:
+    """The C-related keyword arguments of ``setup()``, as the environment asks."""
+    mode = build_c_mode()
+    if mode == "no":
+        return {}
+    optional = mode == "auto"
+    args: dict[str, Any] = {"cffi_modules": ["build.py:ffibuilder"]}
+    if full_api() and FULL_API_EXTENSIONS:
+        args["ext_modules"] = full_api_extensions(optional=optional)
+    else:
+        # Only stable-ABI code in the wheel: tag it cp3XX-abi3, for every later CPython.
+        args["options"] = {"bdist_wheel": {"py_limited_api": abi3_tag()}}
+    return args
+
+
 # The object setuptools picks up via cffi_modules. Its paths are relative to the project
 # root, where pip runs the build.
-ffibuilder = make_builder()
+ffibuilder = make_builder(optional=build_c_mode() == "auto")
 
 
 def _remove_builds(package: str, module: str) -> None:
@@ -99,24 +183,24 @@ def _remove_builds(package: str, module: str) -> None:
             os.remove(os.path.join(package, name))
 
 
-def _dev_build_deliver(package: str, tmpdir: str) -> str:
-    """Compile ``qmplex._deliver`` into ``package``; return its path."""
-    from setuptools import Distribution, Extension
+def _dev_build_full_api(package: str, tmpdir: str) -> list[str]:
+    """Compile every ``FULL_API_EXTENSIONS`` entry into ``package``; return their paths."""
+    from setuptools import Distribution
     from setuptools.command.build_ext import build_ext
 
-    compile_args, link_args = _flags()
-    ext = Extension("qmplex._deliver", sources=[os.path.join(HERE, "csrc", "deliver.c")],
-                    extra_compile_args=compile_args, extra_link_args=link_args)
-    cmd = build_ext(Distribution({"name": "qmplex", "ext_modules": [ext]}))
-    cmd.build_temp = tmpdir
-    cmd.build_lib = os.path.join(tmpdir, "lib")
-    cmd.ensure_finalized()
-    cmd.run()
-    built = cmd.get_ext_fullpath(ext.name)
-    _remove_builds(package, "_deliver")
-    target = os.path.join(package, os.path.basename(built))
-    shutil.copyfile(built, target)
-    return target
+    targets = []
+    for ext in full_api_extensions(HERE):
+        cmd = build_ext(Distribution({"name": "qmplex", "ext_modules": [ext]}))
+        cmd.build_temp = tmpdir
+        cmd.build_lib = os.path.join(tmpdir, "lib")
+        cmd.ensure_finalized()
+        cmd.run()
+        built = cmd.get_ext_fullpath(ext.name)
+        _remove_builds(package, ext.name.rpartition(".")[2])
+        target = os.path.join(package, os.path.basename(built))
+        shutil.copyfile(built, target)
+        targets.append(target)
+    return targets
 
 
 def _dev_build() -> None:
@@ -128,7 +212,8 @@ def _dev_build() -> None:
     target = os.path.join(package, os.path.basename(built))
     shutil.copyfile(built, target)
     print(f"built {target}")
-    print(f"built {_dev_build_deliver(package, tmpdir)}")
+    for target in _dev_build_full_api(package, tmpdir):
+        print(f"built {target}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,29 @@
-"""setuptools hook for the two C extensions; all metadata lives in pyproject.toml.
+"""setuptools hook for the C extensions; all metadata lives in pyproject.toml.
 
-- ``qmplex._lines``: the line splitter, built by cffi from ``build.py``;
-- ``qmplex._deliver``: the protocol's loop over routed event lines (CPython API).
+What is compiled, with which flags, and whether a failed compilation is fatal is decided
+in ``build.py`` (``setup_arguments()``; see its docstring for ``QMPLEX_BUILD_C`` and
+``QMPLEX_FULL_API``). By default the C line splitter is built on the stable ABI (an
+``abi3`` wheel), and a machine without a compiler still installs qmplex, which then
+runs on its pure-Python paths and says so once.
 """
 
-from setuptools import Extension, setup
+from __future__ import annotations
 
-setup(
-    cffi_modules=["build.py:ffibuilder"],
-    ext_modules=[
-        Extension("qmplex._deliver", sources=["csrc/deliver.c"], extra_compile_args=["-O2"]),
-    ],
-)
+import importlib.util
+import os
+from types import ModuleType
+
+from setuptools import setup
+
+
+def _build_script() -> ModuleType:
+    # Loaded under its own name: "build" would be PyPA's build module.
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "build.py")
+    spec = importlib.util.spec_from_file_location("qmplex_build_script", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+setup(**_build_script().setup_arguments())

@@ -113,6 +113,22 @@ def __getattr__(name: str) -> Any:
     try:
         value = version("qmplex")
     except PackageNotFoundError:  # running from a source tree without installing
-        value = "0+unknown"
+        value = _source_tree_version()
     globals()["__version__"] = value
     return value
+
+
+def _source_tree_version() -> str:
+    """The version in the ``pyproject.toml`` of the source tree this package sits in
+    (``src/qmplex`` -> ``pyproject.toml``); ``"0+unknown"`` when there is none."""
+    import re
+    from pathlib import Path
+
+    try:
+        text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text("utf-8")
+    except OSError:
+        return "0+unknown"
+    if not re.search(r'^name\s*=\s*"qmplex"', text, re.MULTILINE):
+        return "0+unknown"
+    match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    return match.group(1) if match else "0+unknown"

@@ -139,9 +139,10 @@ def _warn_fallback() -> None:
         return
     _fallback_warned = True
     warnings.warn(
-        "qmplex: the C line splitter (qmplex._lines) could not be imported "
-        f"({C_IMPORT_ERROR}); using the much slower pure-Python splitter. "
-        "Reinstall qmplex with a C compiler available.",
+        "qmplex is running without its C speed-ups: the C line splitter (qmplex._lines) "
+        f"could not be imported ({C_IMPORT_ERROR}); using the slower pure-Python splitter. "
+        "Reinstall qmplex where a C compiler and Python's headers are available "
+        "(pip install --force-reinstall --no-cache-dir qmplex).",
         RuntimeWarning,
         stacklevel=3,
     )
