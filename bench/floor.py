@@ -8,6 +8,7 @@ qmplex to them is what the targets are about.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -265,3 +266,77 @@ class ManyVMs(Workload):
     def close(self) -> None:
         for c in self.conns:
             c.close()
+
+
+class Threads(Workload):
+    """``threads`` threads, each with a blocking connection of its own, doing serial
+    round trips (what threads without a shared client do; the sockets release the GIL
+    while they wait)."""
+
+    impl = "floor"
+
+    def __init__(self, path: str, n: int, threads: int = 4, *, cpu: bool = False) -> None:
+        self.path, self.count, self.threads, self.cpu = path, n, threads, cpu
+
+    def open(self) -> None:
+        self.conns = [RawQMP(self.path) for _ in range(self.threads)]
+
+    def run(self) -> float:
+        per = self.count // self.threads
+        start = threading.Barrier(self.threads + 1)
+
+        def worker(conn: RawQMP) -> None:
+            send, recv = conn.sock.sendall, conn.sock.recv
+            start.wait()
+            for i in range(per):
+                send(_dumps({"execute": "query-status", "id": i}, option=_NL))
+                data = recv(_RECV)
+                while not data.endswith(b"\n"):
+                    data += recv(_RECV)
+                if _loads(data)["id"] != i:
+                    raise AssertionError("reply out of order")
+
+        workers = [threading.Thread(target=worker, args=(c,)) for c in self.conns]
+        for w in workers:
+            w.start()
+        start.wait()
+        c0, t0 = time.process_time(), time.perf_counter()
+        for w in workers:
+            w.join()
+        t1, c1 = time.perf_counter(), time.process_time()
+        done = per * self.threads
+        return (c1 - c0) / done if self.cpu else done / (t1 - t0)
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+
+
+class AsyncioSerial(Workload):
+    """Serial round trips in a coroutine over asyncio streams: ``writer.write`` of the
+    command, ``await reader.readline()``, ``orjson.loads`` (the asyncio floor)."""
+
+    impl = "floor"
+
+    def __init__(self, path: str, n: int) -> None:
+        self.path, self.count = path, n
+
+    def run(self) -> float:
+        import asyncio
+
+        async def main() -> float:
+            reader, writer = await asyncio.open_unix_connection(self.path, limit=1 << 20)
+            await reader.readline()  # the greeting
+            writer.write(_dumps({"execute": "qmp_capabilities", "id": "neg"}, option=_NL))
+            await reader.readline()
+            try:
+                t0 = time.perf_counter()
+                for i in range(self.count):
+                    writer.write(_dumps({"execute": "query-status", "id": i}, option=_NL))
+                    if _loads(await reader.readline())["id"] != i:
+                        raise AssertionError("reply out of order")
+                return self.count / (time.perf_counter() - t0)
+            finally:
+                writer.close()
+
+        return asyncio.run(main())

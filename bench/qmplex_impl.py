@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import qmplex
 from qmplex import Client, Event, Reactor, gather
 
-from .workload import Workload
+from .workload import Skip, Workload
 
 
 def _connect(path: str, **kw: Any) -> tuple[Client, Reactor | None]:
@@ -158,3 +159,89 @@ class ManyVMs(Workload):
         for c in self.clients:
             c.close()
         self.reactor.close()
+
+
+class Threads(Workload):
+    """``threads`` worker threads each doing serial round trips on ONE client whose
+    reactor another thread runs (``reactor.run()``): an API server's threads. The
+    aggregate rate, or (``cpu``) the process's CPU seconds per command."""
+
+    impl = "qmplex"
+
+    def __init__(self, path: str, n: int, threads: int = 4, *, cpu: bool = False) -> None:
+        self.path, self.count, self.threads, self.cpu = path, n, threads, cpu
+
+    def open(self) -> None:
+        self.reactor = Reactor()
+        self.runner = threading.Thread(target=self.reactor.run, name="bench-reactor")
+        self.runner.start()
+        self.client = Client(self.reactor)
+        self.client.connect(self.path, timeout=10).result(10)
+
+    def run(self) -> float:
+        execute = self.client.execute
+        per = self.count // self.threads
+        start = threading.Barrier(self.threads + 1)
+
+        def worker() -> None:
+            start.wait()
+            for _ in range(per):
+                execute("query-status").result(30)
+
+        workers = [threading.Thread(target=worker) for _ in range(self.threads)]
+        for w in workers:
+            w.start()
+        start.wait()
+        c0, t0 = time.process_time(), time.perf_counter()
+        for w in workers:
+            w.join()
+        t1, c1 = time.perf_counter(), time.process_time()
+        done = per * self.threads
+        return (c1 - c0) / done if self.cpu else done / (t1 - t0)
+
+    def close(self) -> None:
+        self.client.close()
+        self.reactor.stop()
+        self.runner.join(10)
+        self.reactor.close()
+
+
+class Awaited(Workload):
+    """``await client.execute(...)`` in a loop, in a coroutine, the client's reactor
+    attached to the running loop (``loop``: "asyncio" or "uvloop")."""
+
+    impl = "qmplex"
+
+    def __init__(self, path: str, n: int, loop: str = "asyncio") -> None:
+        self.path, self.count, self.loop = path, n, loop
+        self.impl = "qmplex" if loop == "asyncio" else f"qmplex, {loop}"
+
+    def open(self) -> None:
+        if self.loop == "uvloop":
+            try:
+                import uvloop  # noqa: F401
+            except ImportError:
+                raise Skip("uvloop is not installed") from None
+
+    def run(self) -> float:
+        import asyncio
+
+        from qmplex import aio
+
+        async def main() -> float:
+            client = await aio.connect(self.path, timeout=10)
+            try:
+                for _ in range(64):  # warm-up
+                    await client.execute("query-status")
+                t0 = time.perf_counter()
+                for _ in range(self.count):
+                    await client.execute("query-status")
+                return self.count / (time.perf_counter() - t0)
+            finally:
+                client.close()
+
+        if self.loop == "uvloop":
+            import uvloop
+
+            return uvloop.run(main())
+        return asyncio.run(main())

@@ -28,6 +28,8 @@ class Counts:
 
     serial: int = 20_000
     serial_qemuqmp: int = 5_000
+    threads: int = 40_000
+    awaited: int = 20_000
     pipelined: int = 200_000
     pipelined_qemuqmp: int = 20_000
     events: int = 500_000
@@ -45,7 +47,8 @@ class Counts:
 
     @classmethod
     def quick(cls) -> Counts:
-        return cls(serial=2_000, serial_qemuqmp=500, pipelined=20_000, pipelined_qemuqmp=2_000,
+        return cls(serial=2_000, serial_qemuqmp=500, threads=4_000, awaited=2_000,
+                   pipelined=20_000, pipelined_qemuqmp=2_000,
                    events=20_000, events_qemuqmp=2_000, disks=10, vms=100, per_vm=20,
                    per_vm_qemuqmp=5, idle_conns=100, flood=50_000, flood_qemuqmp=5_000,
                    import_runs=3, callgrind=1_000, rounds=1)
@@ -199,6 +202,20 @@ def make_rows() -> list[Row]:
             qmplex_impl.Serial(c.peer.path, c.counts.serial, cpu=True),
             floor.Serial(c.peer.path, c.counts.serial, cpu=True),
         ], interleave=True, describe=lambda n: f"{n.serial:,} commands, this process"),
+        Row("threads", "4 threads, serial round trips, one client", "cmd/s", True, lambda c: [
+            qmplex_impl.Threads(c.peer.path, c.counts.threads),
+            floor.Threads(c.peer.path, c.counts.threads),
+        ], interleave=True, describe=lambda n: f"{n.threads:,} commands"),
+        Row("threads_cpu", "CPU per command, 4 threads", "s", False, lambda c: [
+            qmplex_impl.Threads(c.peer.path, c.counts.threads, cpu=True),
+            floor.Threads(c.peer.path, c.counts.threads, cpu=True),
+        ], interleave=True, describe=lambda n: f"{n.threads:,} commands, this process"),
+        Row("awaited", "awaited round trips, asyncio", "cmd/s", True, lambda c: [
+            qmplex_impl.Awaited(c.peer.path, c.counts.awaited),
+            floor.AsyncioSerial(c.peer.path, c.counts.awaited),
+            qemuqmp_impl.Serial(c.peer.path, c.counts.serial_qemuqmp),
+            qmplex_impl.Awaited(c.peer.path, c.counts.awaited, loop="uvloop"),
+        ], interleave=True, describe=lambda n: f"{n.awaited:,} commands"),
         Row("pipelined", "pipelined, window 64", "cmd/s", True, lambda c: [
             qmplex_impl.Pipelined(c.peer.path, c.counts.pipelined),
             floor.Pipelined(c.peer.path, c.counts.pipelined),
