@@ -7,14 +7,16 @@ schema, and the typed operations.
 
 Theory of operation: threads
 ----------------------------
-Every public method may be called from any thread. The work that touches the
-connection runs as reactor-thread code (:meth:`Reactor.run_in_reactor`): at once when
-the caller drives the reactor (a callback) or nobody does (the blocking style: the call
-takes the idle reactor for its own length), and otherwise handed to the thread that
-drives it, which does it within one pass (its selector is woken). So a command
-submitted from an API thread while a service thread runs ``reactor.run()`` is written
-at once, never left waiting for unrelated I/O, and commands submitted from one thread
-reach QEMU in that thread's order.
+Every public method may be called from any thread. A command goes into its
+connection's intake (a deque any thread may append to), which the reactor thread
+drains at the start of its next pass; the thread that drives the reactor is woken if it
+sleeps, so a command submitted from an API thread while a service thread runs
+``reactor.run()`` is written within one pass, never left waiting for unrelated I/O,
+and commands submitted from one thread reach QEMU in that thread's order. Other work
+that touches the connection runs as reactor-thread code (:meth:`Reactor.run_in_reactor`):
+at once when the caller drives the reactor (a callback) or nobody does (the blocking
+style: the call takes the idle reactor for its own length), and otherwise handed to the
+thread that drives it.
 
 What can be checked without the connection (a closed client, arguments that are not
 JSON, descriptors that cannot be duplicated) raises on the calling thread. When a call
