@@ -154,7 +154,7 @@ def test_negotiate_in_wrong_state() -> None:
 @pytest.mark.parametrize(
     ("line", "kind"),
     [
-        (b'{"return": {}}', GreetingError),
+        (b'{"hello": {}}', GreetingError),
         (b"[1, 2]", GreetingError),
         (b'"QMP"', GreetingError),
         (b'{"QMP": {"version": 3}}', GreetingError),
@@ -172,6 +172,16 @@ def test_bad_greeting_is_fatal(bytewise: bool, line: bytes, kind: type[ProtocolE
     err = assert_fatal(proto, values, kind)
     assert err.excerpt
     assert proto.version is None
+
+
+@pytest.mark.parametrize("reply", [b'{"return": {}}', b'{"return": {}, "id": 7}',
+                                   b'{"error": {"class": "X", "desc": "y"}, "id": "a"}'])
+def test_a_reply_before_the_greeting_is_stale(bytewise: bool, reply: bytes) -> None:
+    """QEMU can write a previous client's reply before it greets the next client."""
+    proto = Protocol()
+    values = feed(proto, reply + b"\r\n" + GREETING, bytewise)
+    assert [type(v) for v in values] == [StaleReply, Greeting]
+    assert proto.stale_replies == 1 and proto.state is State.NEGOTIATING
 
 
 def test_deeply_nested_greeting_is_a_greeting_error() -> None:

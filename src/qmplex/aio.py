@@ -36,6 +36,7 @@ coroutines too: awaiting its futures needs no bridge. Never call a blocking
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -86,17 +87,26 @@ class AsyncioReactorBridge:
             raise StateError("this reactor is already attached to an asyncio loop")
         self._reactor = reactor
         self._loop = loop
-        self._fd = reactor.fileno()
+        # The loop watches a duplicate of the reactor's selector descriptor: closing the
+        # reactor (which may happen on any thread, between two of the loop's passes)
+        # then never leaves the loop watching a closed or reused descriptor.
+        self._fd = os.dup(reactor.fileno())
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
         self._soon = False  # a pass is scheduled on the loop
         self._attached = True
-        self._thread: int | None = None  # the loop's thread, once known
+        # The loop's thread, once known (now, when attached from inside the loop).
+        self._thread: int | None = (
+            threading.get_ident() if asyncio._get_running_loop() is loop else None)
         self.passes = 0
         """Reactor passes run by this bridge so far (for tests and statistics)."""
-        loop.add_reader(self._fd, self._run)
+        try:
+            loop.add_reader(self._fd, self._run)
+        except BaseException:
+            os.close(self._fd)
+            raise
         _bridges[reactor] = self
-        reactor.set_wakeup_hook(self._wake)
+        reactor.set_wakeup_hook(self._wake, self._thread)
         self._schedule()
 
     # ------------------------------------------------------------ properties
@@ -122,11 +132,17 @@ class AsyncioReactorBridge:
         self._wake()
 
     def _wake(self) -> None:
-        """The reactor's wake-up hook: work was queued outside a pass (any thread)."""
-        if self._soon or not self._attached:
+        """The reactor's wake-up hook: work was queued outside a pass, or the reactor
+        closed (any thread)."""
+        if not self._attached:
             return
         if threading.get_ident() == self._thread:
-            self._schedule()
+            if self._reactor.closed:
+                self.detach()  # at once: the loop must not watch it a moment longer
+            else:
+                self._schedule()
+        elif self._soon and not self._reactor.closed:
+            return
         else:
             try:
                 self._loop.call_soon_threadsafe(self._schedule)
@@ -145,9 +161,11 @@ class AsyncioReactorBridge:
 
     def _run(self) -> None:
         self._soon = False
-        self._thread = threading.get_ident()
         if not self._attached:
             return
+        if self._thread is None:
+            self._thread = threading.get_ident()
+            self._reactor.set_wakeup_hook(self._wake, self._thread)
         reactor = self._reactor
         if reactor.closed:
             self.detach()
@@ -155,12 +173,12 @@ class AsyncioReactorBridge:
         try:
             reactor.run_once(0)
         except StateError:
-            # Another thread holds the idle reactor for one call right now (it hands
-            # its work in that way): try again on the next iteration.
             if reactor.closed:
                 self.detach()
                 return
-            self._schedule()
+            # Another thread holds the reactor for one call right now (a call made off
+            # the loop's thread while the reactor was idle): run when it lets go.
+            reactor.call_when_idle(self._wake)
             return
         self.passes += 1
         self._rearm()
@@ -216,6 +234,7 @@ class AsyncioReactorBridge:
             self._reactor.set_wakeup_hook(None)
         if not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
+        os.close(self._fd)
 
     close = detach
 

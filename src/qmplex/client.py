@@ -57,6 +57,7 @@ from .errors import (
     ProtocolError,
     StateError,
     ValidationError,
+    detail,
 )
 from .events import DispatchTable, EventFilter, Subscription
 from .futures import _DONE, _FAILED, _PENDING, Future
@@ -130,7 +131,8 @@ class _EventWait(Future[Event]):
     def fail(self, reason: BaseException) -> None:
         """The connection ended (or the client closed) first."""
         self._drop()
-        err = ConnectionLost(f"waiting for an event: {reason}")
+        err = ConnectionLost(f"waiting for an event: {detail(reason)}",
+                             connection=self.client.name)
         err.__cause__ = reason
         self._complete(_FAILED, err)
 
@@ -193,7 +195,7 @@ class Client(ops.DeprecatedOperations):
         self._own_reactor = reactor is None
         self._reactor = reactor if reactor is not None else Reactor()
         self._name = name
-        self._table = DispatchTable(self._reactor)
+        self._table = DispatchTable(self._reactor, name or "qmp")
         self._conn = Connection(self._reactor, self._table, self,
                                 name=name or "qmp", window=window,
                                 max_line_bytes=max_line_bytes, enable_oob=enable_oob,
@@ -363,7 +365,7 @@ class Client(ops.DeprecatedOperations):
     def _connect(self, address: Address, timeout: float | None) -> Future[QMPVersion]:
         self._cancel_reconnect_timer()
         if self._name is None:
-            self._conn.name = _address_name(address)
+            self._conn.name = self._table.name = _address_name(address)
         self._schema_load = None
         return self._conn.connect(address, timeout)
 
@@ -379,7 +381,7 @@ class Client(ops.DeprecatedOperations):
         def _start() -> Future[QMPVersion]:
             self._cancel_reconnect_timer()
             if self._name is None:
-                self._conn.name = f"socket:{sock.fileno()}"
+                self._conn.name = self._table.name = f"socket:{sock.fileno()}"
             self._schema_load = None
             return self._conn.connect_socket(sock, timeout)
 
@@ -618,12 +620,15 @@ class Client(ops.DeprecatedOperations):
         reactor = self._reactor
         for cb in list(items):
             if reactor.closed:
-                try:
-                    cb(*args)
-                except Exception:
-                    logger.exception("%s: callback %r raised", self.name, cb)
+                self._run_callback(cb, args)
             else:
-                reactor.call_soon(cb, *args)
+                reactor.call_soon(self._run_callback, cb, args)
+
+    def _run_callback(self, cb: Callable[..., object], args: tuple[Any, ...]) -> None:
+        try:
+            cb(*args)
+        except Exception:
+            logger.exception("%s: callback %r raised", self.name, cb)
 
     # -------------------------------------------- what the connection tells us
     def connection_ready(self) -> None:
@@ -678,7 +683,12 @@ class Client(ops.DeprecatedOperations):
             logger.warning("%s: connection lost (%s); reconnecting", self.name, reason)
         else:
             return  # a connect made by hand failed: not the policy's business
-        delay = policy.delay(self._attempts + 1, self._rng)
+        try:
+            delay = policy.delay(self._attempts + 1, self._rng)
+        except Exception:  # never let a policy's arithmetic end the reconnecting
+            logger.exception("%s: reconnect policy %r failed; using its maximum delay",
+                             self.name, policy)
+            delay = policy.maximum
         self._reconnect_timer = self._reactor.call_later(delay, self._attempt_reconnect)
 
     def _attempt_reconnect(self) -> None:

@@ -76,6 +76,7 @@ from .errors import (
     ProtocolError,
     StateError,
     ValidationError,
+    detail,
 )
 from .events import DispatchTable, EventFilter, Subscription
 from .futures import _DONE, _FAILED, Future
@@ -195,6 +196,10 @@ class Command(Future[Any]):
     def _cancelling(self) -> None:
         self.conn.abandon(self)
 
+    def __repr__(self) -> str:
+        """The client's name, the command and its state (for logs; not a stable format)."""
+        return f"<Command {self.conn.name}: {self.describe()} ({Future.__repr__(self)})>"
+
     def on_event(self, event: Event) -> None:
         """The ``until`` event arrived (a dispatch-table callback)."""
         if self.stage is _FINISHED:
@@ -256,7 +261,8 @@ class Connection:
     __slots__ = ("reactor", "table", "listener", "name", "window", "max_line_bytes",
                  "enable_oob", "splitter_impl", "state", "address", "version", "proto",
                  "_sock", "_sock_recv", "_sock_send", "fd", "_connect_future",
-                 "_connect_timer", "_retry_timer", "intake", "queue", "outstanding", "_answered",
+                 "_connect_timer", "_retry_timer", "intake", "_drain_asked", "queue",
+                 "outstanding", "_answered",
                  "_segments", "_writing", "_debug", "_established",
                  "commands_sent", "__weakref__")
 
@@ -286,6 +292,7 @@ class Connection:
         self._retry_timer: TimerHandle | None = None
         # Commands submitted from any thread, not yet seen by the reactor thread.
         self.intake: collections.deque[Command] = collections.deque()
+        self._drain_asked = False  # a drain is scheduled and has not begun
         self.queue: collections.deque[Command] = collections.deque()
         self.outstanding = 0  # in-band commands sent and not answered
         self._answered: dict[int, Command] = {}  # waiting for their `until` event
@@ -413,14 +420,19 @@ class Connection:
     def take(self, cmd: Command) -> None:
         """Accept a command from any thread: it waits in the intake until the reactor
         thread drains it (at the start of its next pass), in arrival order."""
-        intake = self.intake
-        intake.append(cmd)  # deque.append is atomic
-        if len(intake) == 1:  # the first since the last drain: ask for one
+        self.intake.append(cmd)  # deque.append is atomic
+        # Ask for a drain unless one is asked for and not started yet (drain clears the
+        # flag before it takes the commands). Two threads may both ask: the second
+        # drain finds nothing. Neither can miss: a thread that sees the flag set
+        # appended before the drain began, which then takes its command.
+        if not self._drain_asked:
+            self._drain_asked = True
             self.reactor.call_soon_threadsafe(self.drain)
 
     def drain(self) -> None:
         """Move the intake's commands to the queue and send what the window allows
         (reactor thread)."""
+        self._drain_asked = False
         intake = self.intake
         state = self.state
         if state is not _READY and state is not _CONNECTING and not (
@@ -686,7 +698,12 @@ class Connection:
                                  "a previous client's?): %r", self.name, item.id,
                                  item.excerpt)
             elif isinstance(item, ProtocolError):
-                self.listener.protocol_error(item)
+                if events is not None:  # in stream order with the events before it
+                    self.reactor.call_soon(self._deliver, events)
+                    events = None
+                if not (item is proto.error and self.state is _CONNECTING):
+                    # (a fatal error while connecting fails the connect, and only it)
+                    self.listener.protocol_error(item)
         self.outstanding -= answered
         if events is not None:
             self.reactor.call_soon(self._deliver, events)
@@ -788,12 +805,12 @@ class Connection:
             if seg[1]:
                 _close_fds(seg[1])
         self._segments.clear()
-        message = str(reason)
+        message = detail(reason)
         for cmd in victims:
             if cmd.stage is _FINISHED:
                 continue
             self.finish(cmd)
-            err = ConnectionLost(f"{cmd.describe()}: {message}")
+            err = ConnectionLost(f"{cmd.describe()}: {message}", connection=self.name)
             err.__cause__ = reason
             cmd._complete(_FAILED, err)
         sock = self._sock
@@ -816,11 +833,12 @@ class Connection:
         victims = list(self.queue)
         self.queue = collections.deque()
         victims.extend(_take_all(self.intake))
+        message = detail(reason)
         for cmd in victims:
             if cmd.stage is _FINISHED:
                 continue
             self.finish(cmd)
-            err = ConnectionLost(f"{cmd.describe()}: {reason}")
+            err = ConnectionLost(f"{cmd.describe()}: {message}", connection=self.name)
             err.__cause__ = reason
             cmd._complete(_FAILED, err)
 

@@ -52,6 +52,7 @@ __all__ = [
     "Cancelled",
     "EXCERPT_BYTES",
     "excerpt",
+    "detail",
 ]
 
 #: At most this many bytes of peer input are kept in an error.
@@ -78,15 +79,23 @@ def _named(connection: str | None, message: str) -> str:
     return message if connection is None else f"{connection}: {message}"
 
 
+def detail(error: BaseException) -> str:
+    """``error``'s message without the connection's name it may start with."""
+    text = getattr(error, "detail", None)
+    return text if isinstance(text, str) else str(error)
+
+
 class ConnectionLost(QMPError):
     """The connection ended (EOF, reset, close) while an operation was pending.
 
     Attributes:
         connection: the name of the client whose connection ended (None if unknown).
+        detail: the message without the connection's name.
     """
 
     def __init__(self, message: str, *, connection: str | None = None) -> None:
         self.connection = connection
+        self.detail = message
         super().__init__(_named(connection, message))
 
 
@@ -183,12 +192,14 @@ class Timeout(QMPError, TimeoutError):
     Attributes:
         connection: the name of the client concerned (None if unknown).
         command: the command concerned (None if it was not one command).
+        detail: the message without the connection's name.
     """
 
     def __init__(self, message: str, *, connection: str | None = None,
                  command: str | None = None) -> None:
         self.connection = connection
         self.command = command
+        self.detail = message
         super().__init__(_named(connection, message))
 
 

@@ -52,9 +52,13 @@ _MISSING = object()
 DRAIN_BATCH = 64
 
 
-def callback_failed(callback: Callable[..., object]) -> None:
-    """Log the exception an event callback just raised (call from an ``except``)."""
-    logger.exception("event callback %r raised", callback)
+def callback_failed(callback: Callable[..., object], owner: str | None = None) -> None:
+    """Log the exception an event callback just raised (call from an ``except``),
+    naming the connection (``owner``) when known."""
+    if owner is None:
+        logger.exception("event callback %r raised", callback)
+    else:
+        logger.exception("%s: event callback %r raised", owner, callback)
 
 
 def _matches(data: Any, match: Mapping[str, Any]) -> bool:
@@ -227,7 +231,8 @@ class Subscription:
             try:
                 callback(event)
             except Exception:
-                callback_failed(callback)
+                table = self._table
+                callback_failed(callback, table.name if table is not None else None)
         if backlog and self.active:
             self._schedule_drain()  # the rest on the next pass, after I/O
         else:
@@ -321,12 +326,15 @@ class DispatchTable:
         reactor: the reactor whose thread owns the table: :meth:`Subscription.cancel`
             from another thread is handed to it, and ``queue=N`` backlogs drain
             through it. None: a table used from one thread only, without backlogs.
+        name: the connection it serves, named in the log records of raising callbacks.
 
     Every method but :meth:`Subscription.cancel` must be called on the reactor thread.
     """
 
-    def __init__(self, reactor: Reactor | None = None) -> None:
+    def __init__(self, reactor: Reactor | None = None, name: str | None = None) -> None:
         self._reactor = reactor
+        #: The connection's name, for log records.
+        self.name = name
         self._by_name: dict[str, _Bucket] = {}
         self._any = _Bucket()
         self._routes: RouteTable | None = None
@@ -413,7 +421,7 @@ class DispatchTable:
                         try:
                             sub.callback(event)
                         except Exception:
-                            callback_failed(sub.callback)
+                            callback_failed(sub.callback, self.name)
                 return delivered
         if bucket is not None:
             # A copy: a callback may (un)subscribe while we iterate.
@@ -436,7 +444,8 @@ class DispatchTable:
                     if not flt.predicate(event):
                         continue
                 except Exception:
-                    logger.exception("event predicate %r raised", flt.predicate)
+                    logger.exception("%s: event predicate %r raised", self.name,
+                                     flt.predicate)
                     continue
             if sub._backlog is not None:
                 if sub._enqueue(event):
@@ -448,5 +457,5 @@ class DispatchTable:
             try:
                 sub.callback(event)
             except Exception:
-                callback_failed(sub.callback)
+                callback_failed(sub.callback, self.name)
         return delivered

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 U = TypeVar("U")
 
+# Taken only to make a future's first callback list (see Future._callback_list).
+_NEW_LIST = threading.Lock()
+
 _PENDING = 0
 _DONE = 1  # _value is the result
 _FAILED = 2  # _value is the exception
@@ -73,6 +76,12 @@ class Loop(Protocol):
         """True while something will run the loop without being asked (a thread in
         ``run()``, or an outer event loop it is attached to)."""
 
+    def watch_driver(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` (from any thread) when nothing drives the loop any more."""
+
+    def unwatch_driver(self, fn: Callable[[], object]) -> None:
+        """Forget a function given to :meth:`watch_driver`."""
+
 
 class _Wakeup:
     """A thread wake-up registered on a future: called at once when it completes
@@ -88,7 +97,8 @@ def _run_callback(fn: Callable[[Any], object], future: Future[Any]) -> None:
     try:
         fn(future)
     except Exception:
-        logger.exception("done-callback %r raised", fn)
+        # The future's repr names what it is (a command's names its client).
+        logger.exception("done-callback %r of %r raised", fn, future)
 
 
 class Future(Generic[T]):
@@ -251,10 +261,20 @@ class Future(Generic[T]):
                 _run_callback(fn, self)
             else:
                 loop.call_soon(_run_callback, fn, self)
-        elif self._callbacks is None:
-            self._callbacks = [fn]
         else:
-            self._callbacks.append(fn)
+            self._callback_list().append(fn)
+
+    def _callback_list(self) -> list[Any]:
+        """The list of callbacks, made if there is none. A waiting thread registers its
+        wake-up while the reactor thread may add a callback: the list is made under a
+        lock so that neither replaces the other's (appending to it is atomic)."""
+        callbacks = self._callbacks
+        if callbacks is None:
+            with _NEW_LIST:
+                if self._callbacks is None:
+                    self._callbacks = []
+                callbacks = self._callbacks
+        return callbacks
 
     def remove_done_callback(self, fn: Callable[[Future[T]], object]) -> int:
         """Remove every registration of ``fn`` not yet run; return how many.
@@ -274,12 +294,7 @@ class Future(Generic[T]):
         Safe from any thread. The caller must check :meth:`done` after registering:
         a completion that raced with the registration may have missed it.
         """
-        entry = _Wakeup(fn)
-        callbacks = self._callbacks
-        if callbacks is None:
-            self._callbacks = [entry]
-        else:
-            callbacks.append(entry)
+        self._callback_list().append(_Wakeup(fn))
 
     def _remove_wakeup(self, fn: Callable[[], object]) -> None:
         callbacks = self._callbacks
@@ -490,19 +505,15 @@ async def _await_done(future: Future[Any]) -> None:
 
     The future's reactor must be driven meanwhile: by the running loop
     (``qmplex.aio.attach``) or by another thread (``reactor.run()``); nothing else
-    would ever complete it, so that case raises ``StateError`` instead of hanging.
-    The completing thread wakes the coroutine directly (same thread) or through
-    ``loop.call_soon_threadsafe``. Cancelling the awaiting task cancels ``future``.
+    would ever complete it, so that case raises ``StateError`` instead of hanging, also
+    when the driver goes away while the coroutine waits. The completing thread wakes the
+    coroutine directly (same thread) or through ``loop.call_soon_threadsafe``.
+    Cancelling the awaiting task cancels ``future``.
     """
     import asyncio
 
     loop = asyncio.get_running_loop()
     reactor = future._loop
-    if reactor is not None and not reactor.has_driver():
-        raise StateError(
-            "awaiting a future whose reactor nobody drives: attach the reactor to this "
-            "asyncio loop (qmplex.aio.attach(reactor)) or run it in a thread "
-            "(reactor.run())")
     waiter: asyncio.Future[None] = loop.create_future()
     loop_thread = threading.get_ident()
 
@@ -516,14 +527,26 @@ async def _await_done(future: Future[Any]) -> None:
                 pass
 
     future._add_wakeup(_wake)
+    if reactor is not None:
+        reactor.watch_driver(_wake)
     try:
-        if future._state == _PENDING:
+        while future._state == _PENDING:
+            if reactor is not None and not reactor.has_driver():
+                raise StateError(
+                    "awaiting a future whose reactor nobody drives: attach the reactor to "
+                    "this asyncio loop (qmplex.aio.attach(reactor)) or run it in a thread "
+                    "(reactor.run())")
             await waiter
+            waiter = loop.create_future()  # woken by the driver leaving: look again
+            future._remove_wakeup(_wake)
+            future._add_wakeup(_wake)
     except asyncio.CancelledError:
         future.cancel()
         raise
     finally:
         future._remove_wakeup(_wake)
+        if reactor is not None:
+            reactor.unwatch_driver(_wake)
 
 
 def _set_pending(waiter: asyncio.Future[None]) -> None:

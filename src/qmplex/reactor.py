@@ -220,6 +220,10 @@ class Reactor:
         # is never replaced, so an append racing with a release is never lost.
         self._idle_waiters: collections.deque[Callable[[], object]] = collections.deque()
         self._wakeup_hook: Callable[[], object] | None = None
+        self._hook_owner: int | None = None  # the outer loop's thread, when known
+        # Called when nothing drives the reactor any more (run() returned, the outer
+        # loop detached, the reactor closed): coroutines awaiting its futures.
+        self._driver_watchers: set[Callable[[], object]] = set()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -295,6 +299,8 @@ class Reactor:
         Raises:
             StateError: the reactor is closed.
         """
+        if self._closed:
+            raise StateError("reactor is closed")
         me = _get_ident()
         if self._driver == me:
             callback(*args)
@@ -332,18 +338,59 @@ class Reactor:
         self.run_in_reactor(_call)
         return outcome
 
-    def set_wakeup_hook(self, hook: Callable[[], object] | None) -> None:
+    def set_wakeup_hook(self, hook: Callable[[], object] | None,
+                        owner: int | None = None) -> None:
         """Install ``hook()`` (or remove it with None): called whenever work is queued
         on the reactor outside a pass, so that an outer loop driving the reactor
-        (``qmplex.aio``) runs a pass soon.
+        (``qmplex.aio``) runs a pass soon; also called once when the reactor closes.
 
         "Work" is a ready callback, a timer, or a :meth:`call_soon_threadsafe` made while
-        no pass runs (a client's command is one). The hook runs
-        on the thread that queued the work, which may be any thread: it must be cheap
-        and thread-safe. I/O readiness needs no hook: it makes the selector's
-        descriptor (:meth:`fileno`) readable, which the outer loop watches.
+        no pass runs (a client's command is one). The hook runs on the thread that queued
+        the work, which may be any thread: it must be cheap and thread-safe. I/O
+        readiness needs no hook: it makes the selector's descriptor (:meth:`fileno`)
+        readable, which the outer loop watches.
+
+        Args:
+            hook: the function, or None to remove it.
+            owner: the thread id of the outer loop, when known. While a hook is
+                installed, ``Future.result()`` on any other thread waits for the outer
+                loop to complete the future instead of driving the reactor itself.
         """
+        had = self._wakeup_hook is not None
         self._wakeup_hook = hook
+        self._hook_owner = owner if hook is not None else None
+        if had and hook is None and not self._in_run:
+            self._driver_gone()
+
+    def watch_driver(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` (from any thread) when nothing drives the reactor any more:
+        :meth:`run` returned, the outer loop's hook was removed, or the reactor closed.
+        Awaiting coroutines use it, so that they fail instead of waiting forever."""
+        self._driver_watchers.add(fn)
+
+    def unwatch_driver(self, fn: Callable[[], object]) -> None:
+        """Forget a function given to :meth:`watch_driver`."""
+        self._driver_watchers.discard(fn)
+
+    def _driver_gone(self) -> None:
+        for fn in list(self._driver_watchers):
+            try:
+                fn()
+            except Exception:
+                logger.exception("driver watcher %r raised", fn)
+
+    def call_when_idle(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` once no thread holds the reactor: at once if none does, else
+        from the thread that lets go of it (so it must be cheap and thread-safe)."""
+        self._idle_waiters.append(fn)
+        # Registered first, checked second; a release lets go first and calls the
+        # waiters second: either that release calls fn, or this check sees it idle.
+        if self._driver is None:
+            try:
+                self._idle_waiters.remove(fn)
+            except ValueError:
+                return  # a release took it: it calls (or called) fn
+            fn()
 
     def _wake(self) -> None:
         if self._wake_pending:
@@ -368,7 +415,6 @@ class Reactor:
         except (BlockingIOError, InterruptedError):
             pass
         self._wake_pending = False
-        self._take_threadsafe()
 
     def _run_threadsafe(self) -> None:
         threadsafe = self._threadsafe
@@ -552,6 +598,8 @@ class Reactor:
             self._in_run = False
             self._stopping = False
             self._release()
+            if self._wakeup_hook is None:
+                self._driver_gone()
 
     def run_once(self, timeout: float | None = None) -> None:
         """Wait for I/O at most ``timeout`` seconds (None: until something happens),
@@ -600,12 +648,23 @@ class Reactor:
     def _release(self) -> None:
         self._driver = None
         self._drive.release()
-        if self._close_requested or self._idle_waiters:
+        if self._close_requested or self._idle_waiters or self._threadsafe:
             self._after_release()
 
     def _after_release(self) -> None:
         if self._close_requested:
             self._close_now()
+        # Work handed over while this thread drove, which its last pass did not take:
+        # with no thread in run() and no outer loop to pick it up, run it now rather
+        # than leave it until someone drives again.
+        while (self._threadsafe and self._wakeup_hook is None and not self._closed
+               and self._drive.acquire(False)):
+            self._driver = _get_ident()
+            try:
+                self._run_threadsafe()
+            finally:
+                self._driver = None
+                self._drive.release()
         # After the release: a thread that registers from now on sees the reactor
         # idle, one that registered before is called here.
         waiters = self._idle_waiters
@@ -623,7 +682,9 @@ class Reactor:
         While no thread drives the reactor, the caller drives it (runs passes) until
         then; while another thread drives it, the caller sleeps until ``waitable`` is
         done or that thread lets go (and then drives in turn), so any number of threads
-        may wait on futures of one reactor.
+        may wait on futures of one reactor. While an outer loop drives the reactor
+        (a wake-up hook is installed), a thread other than the loop's sleeps until the
+        loop completes ``waitable`` (or lets go of the reactor).
 
         Raises:
             WaitTimeout: ``timeout`` seconds passed first (``waitable`` is untouched).
@@ -632,16 +693,19 @@ class Reactor:
                 closed while ``waitable`` is not done.
         """
         deadline = None if timeout is None else self._clock() + timeout
+        me = _get_ident()
         while not waitable.done():
-            if self._driver == _get_ident():
+            if self._driver == me:
                 raise StateError(
                     "Future.result() called inside a reactor callback: blocking here would "
                     "stop the reactor that must complete this future (deadlock); use "
                     "add_done_callback() or await instead")
             if self._closed:
                 raise StateError("reactor is closed")
-            if self._drive.acquire(False):
-                self._driver = _get_ident()
+            owner = self._hook_owner
+            outer = self._wakeup_hook is not None and owner is not None and owner != me
+            if not outer and self._drive.acquire(False):
+                self._driver = me
                 try:
                     self._drive_until(waitable, deadline)
                 finally:
@@ -652,7 +716,7 @@ class Reactor:
                     raise StateError("reactor is closed")
                 raise WaitTimeout(f"still pending after {timeout} s (the future was "
                                   "not cancelled)")
-            if not self._sleep_while_driven(waitable, deadline):
+            if not self._sleep_while_driven(waitable, deadline, outer):
                 raise WaitTimeout(f"still pending after {timeout} s (the future was "
                                   "not cancelled)")
 
@@ -674,18 +738,29 @@ class Reactor:
                     return
                 run_once(timeout, done)
 
-    def _sleep_while_driven(self, waitable: Waitable, deadline: float | None) -> bool:
-        """Sleep while another thread drives and ``waitable`` is pending; False if the
-        deadline passed. Woken by the completion or by the driver letting go."""
+    def _sleep_while_driven(self, waitable: Waitable, deadline: float | None,
+                            outer: bool) -> bool:
+        """Sleep while someone else drives and ``waitable`` is pending; False if the
+        deadline passed. Woken by the completion, by the driving thread letting go
+        (unless ``outer``: an outer loop drives, and passes come and go), or by the
+        outer loop letting go of the reactor."""
         gate = threading.Lock()
         gate.acquire()
         release = _releaser(gate)
         waitable._add_wakeup(release)
-        self._idle_waiters.append(release)
+        if outer:
+            self._driver_watchers.add(release)
+        else:
+            self._idle_waiters.append(release)
         try:
             # Registered first, checked second; completion and release set their state
             # first and call the waiters second: a change after this check wakes us.
-            if waitable.done() or self._driver is None:
+            if waitable.done():
+                return True
+            if outer:
+                if self._wakeup_hook is None:
+                    return True
+            elif self._driver is None:
                 return True
             if deadline is None:
                 gate.acquire()
@@ -694,10 +769,13 @@ class Reactor:
             return left > 0 and gate.acquire(True, left)
         finally:
             waitable._remove_wakeup(release)
-            try:
-                self._idle_waiters.remove(release)
-            except ValueError:
-                pass
+            if outer:
+                self._driver_watchers.discard(release)
+            else:
+                try:
+                    self._idle_waiters.remove(release)
+                except ValueError:
+                    pass
 
     def _run_once(self, timeout: float | None,
                   done: Callable[[], bool] | None = None) -> None:
@@ -716,8 +794,8 @@ class Reactor:
                     return  # e.g. a command's send found the peer gone: don't sleep
             ready = self._ready
             timers = self._timers
-            if ready:
-                timeout = 0
+            if ready or self._threadsafe or self._stopping or self._close_requested:
+                timeout = 0  # e.g. a hand-over just run submitted a command, or stop()
             elif timers:
                 while timers and timers[0]._cancelled:  # drop cancelled timers at the head
                     heapq.heappop(timers)
@@ -729,6 +807,11 @@ class Reactor:
                     if timeout is None or delay < timeout:
                         timeout = delay
             events = self._poll(timeout, self._maxevents)
+            if self._threadsafe:
+                # Handed over while we slept (what woke us): before the I/O that came
+                # with it, so that, e.g., a wait_event registered from another thread
+                # sees the events read in this pass.
+                self._run_threadsafe()
             if events:
                 fds = self._fds
                 registrations = self._registrations
@@ -801,6 +884,7 @@ class Reactor:
         if self._closed or not self._drive.acquire(False):
             return  # another thread drives now: it closes when it lets go
         self._driver = _get_ident()
+        hook: Callable[[], object] | None = None
         try:
             self._timers.clear()
             for _ in range(_CLOSE_ROUNDS):
@@ -817,6 +901,7 @@ class Reactor:
             self._threadsafe.clear()
             self._timers.clear()
             self._fds.clear()
+            hook = self._wakeup_hook
             self._wakeup_hook = None
             if self._epoll is not None:
                 self._epoll.close()
@@ -828,6 +913,10 @@ class Reactor:
         finally:
             self._driver = None
             self._drive.release()
+        if self._closed:
+            if hook is not None:
+                hook()  # an outer loop notices the close and lets go of the reactor
+            self._driver_gone()
 
     def __enter__(self) -> Reactor:
         return self

@@ -67,9 +67,13 @@ class ReconnectPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before attempt number ``attempt`` (1 for the first)."""
-        base = self.initial * self.multiplier ** max(attempt - 1, 0) if attempt < 1024 \
-            else math.inf
-        base = min(base, self.maximum)
+        steps = max(attempt - 1, 0)
+        if self.initial == 0 or self.multiplier == 1:
+            base = float(self.initial)
+        elif steps >= math.log(self.maximum / self.initial, self.multiplier):
+            base = self.maximum  # (and no float overflow, however many attempts)
+        else:
+            base = min(self.initial * self.multiplier ** steps, self.maximum)
         if self.jitter:
             spread = (rng or random).uniform(-self.jitter, self.jitter)
             base *= 1 + spread

@@ -246,15 +246,17 @@ def test_garbage_in_unwanted_event_is_dropped_undecoded(fpeer: FastPeer) -> None
     [
         (b"SSH-2.0-OpenSSH_9.2", DecodeError),
         (b"[1, 2]", GreetingError),
-        (b'{"return": {}}', GreetingError),
         (b'{"QMP": {"version": {"qemu": {"major": "x"}}}}', GreetingError),
         (b'{"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, '
          b'"capabilities": "oob"}}', GreetingError),
         (b"\xff\xfe\x00", DecodeError),
     ],
-    ids=["ssh banner", "array", "reply first", "bad version", "bad capabilities", "binary"],
+    ids=["ssh banner", "array", "bad version", "bad capabilities", "binary"],
 )
 def test_bad_greeting_fails_connect(first: bytes, kind: type[ProtocolError]) -> None:
+    """The connect future fails with the error, and only it: nothing goes to on_error
+    (that is for errors of an established connection). A reply before the greeting is
+    not one of these: it is a previous client's, dropped (test_connection_contract)."""
     with Reactor() as r:
         client = Client(r)
         p = FastPeer(r, client)
@@ -266,7 +268,7 @@ def test_bad_greeting_fails_connect(first: bytes, kind: type[ProtocolError]) -> 
         assert type(exc) is kind, exc
         assert isinstance(exc, ProtocolError) and exc.excerpt
         assert isinstance(queued.exception(0), ConnectionLost)
-        assert [type(e) for e in errors] == [kind]
+        assert errors == []
         assert r.watched_fds() == 0
         client.close()
         p.close()
