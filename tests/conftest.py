@@ -18,10 +18,19 @@ def _open_fds() -> int:
 
 @pytest.fixture
 def reactor() -> Iterator[Reactor]:
-    """A reactor that must end the test with no registrations and no live timers."""
+    """A reactor that must end the test with no registrations, no live timers and no
+    callbacks waiting to run (a test must finish what it started)."""
     r = Reactor()
     yield r
+    # What the test's last steps scheduled (a close's callbacks) may run; then nothing
+    # may be left: no callback that keeps scheduling itself, no live timer.
+    for _ in range(10):
+        if not r.pending_callbacks():
+            break
+        r.run_once(0)
+    assert r.pending_callbacks() == 0, f"{r.pending_callbacks()} callback(s) left to run"
     assert r.watched_fds() == 0, "a socket is still registered with the reactor"
+    assert r.pending_timers() == 0, f"{r.pending_timers()} timer(s) left scheduled"
     r.close()
 
 
