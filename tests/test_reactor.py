@@ -9,7 +9,6 @@ import select
 import selectors
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
