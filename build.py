@@ -6,10 +6,14 @@ What is compiled:
   ``csrc/lines.c``, on the stable ABI (``py_limited_api``): one ``.abi3.so`` serves every
   CPython the package supports, and the wheel is tagged ``cp3XX-abi3`` (``cp3XX`` from
   ``requires-python``);
-* ``FULL_API_EXTENSIONS``: extensions written against the version-specific CPython API
-  (``qmplex._deliver``, the protocol's loop over routed event lines). They would tie
-  the wheel to one CPython version, so a build includes them only when asked
-  (``QMPLEX_FULL_API=1``); without them qmplex runs the same loop in Python.
+* ``STABLE_ABI_EXTENSIONS``: extensions written against CPython's Limited API of that
+  oldest version (``Py_LIMITED_API``), built by setuptools into ``.abi3.so`` modules as
+  well, so they go into the same abi3 wheel: ``qmplex._decode``, the protocol's routed
+  event lines and in-flight replies decoded in C (``csrc/decode.c``). A free-threaded
+  interpreter has no stable ABI: there they are built against its full API;
+* ``FULL_API_EXTENSIONS``: extensions written against the version-specific CPython API.
+  They would tie the wheel to one CPython version, so a build includes them only when
+  asked (``QMPLEX_FULL_API=1``). There is none at present.
 
 Used in two ways:
 
@@ -17,8 +21,8 @@ Used in two ways:
   ``cffi_modules=["build.py:ffibuilder"]`` hooks the splitter in, whenever the package
   is built or installed (``pip install .``, ``python -P -m build``);
 * directly, ``python build.py``: a development build that compiles the splitter and
-  every ``FULL_API_EXTENSIONS`` entry into ``src/qmplex/`` next to ``framing.py``
-  (a failure there is always an error).
+  every ``STABLE_ABI_EXTENSIONS`` and ``FULL_API_EXTENSIONS`` entry into
+  ``src/qmplex/`` (a failure there is always an error).
 
 The ``cdef`` is read from the declarations between the ``QMPLEX_CDEF_BEGIN`` and
 ``QMPLEX_CDEF_END`` markers of ``csrc/lines.h``, so the header is the single source of
@@ -38,7 +42,7 @@ Environment (read when the package is built or installed):
 
             QMPLEX_SANITIZE=1 python build.py
             LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \\
-                python -m pytest tests/test_framing.py tests/property
+                python -m pytest tests/test_framing.py tests/test_decode.py tests/property
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sysconfig
 from typing import Any
 
 from cffi import FFI
@@ -53,12 +58,17 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "csrc", "lines.h")
 
+#: Extensions on CPython's Limited API (abi3), built by setuptools: module name -> its C
+#: source, relative to this directory. They may include ``csrc/lines.h``. Built in every
+#: build that builds C, like the splitter.
+STABLE_ABI_EXTENSIONS: dict[str, str] = {
+    "qmplex._decode": "csrc/decode.c",
+}
+
 #: Extensions on the version-specific CPython API: module name -> its C source, relative
 #: to this directory. One line each; deleting a line (and its file) removes it from
 #: every build.
-FULL_API_EXTENSIONS: dict[str, str] = {
-    "qmplex._deliver": "csrc/deliver.c",
-}
+FULL_API_EXTENSIONS: dict[str, str] = {}
 
 _CDEF_RE = re.compile(r"/\* QMPLEX_CDEF_BEGIN \*/(?P<decls>.*?)/\* QMPLEX_CDEF_END \*/", re.DOTALL)
 _BUILD_C_MODES = ("auto", "yes", "no")
@@ -95,6 +105,17 @@ def abi3_tag(pyproject: str = os.path.join(HERE, "pyproject.toml")) -> str:
     if match is None:
         raise RuntimeError(f'{pyproject}: no requires-python = ">=3.N" line')
     return f"cp3{match.group(1)}"
+
+
+def limited_api_version(tag: str | None = None) -> str:
+    """``Py_LIMITED_API`` for the abi3 tag (``"cp310"`` -> ``"0x030A0000"``)."""
+    minor = int((tag or abi3_tag()).removeprefix("cp3"))
+    return f"0x03{minor:02X}0000"
+
+
+def free_threaded() -> bool:
+    """Whether the building interpreter is a free-threaded build (no stable ABI there)."""
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def _flags() -> tuple[list[str], list[str]]:
@@ -142,6 +163,29 @@ def make_builder(root: str | None = None, *, optional: bool = False) -> FFI:
     return builder
 
 
+def stable_abi_extensions(root: str | None = None, *, optional: bool = False) -> list[Any]:
+    """``setuptools.Extension`` objects for every ``STABLE_ABI_EXTENSIONS`` entry: abi3
+    modules against the Limited API of the oldest supported CPython (the full API on a
+    free-threaded interpreter, which has no abi3)."""
+    from setuptools import Extension
+
+    compile_args, link_args = _flags()
+    limited = not free_threaded()
+
+    def path(rel: str) -> str:
+        return rel if root is None else os.path.join(root, rel)
+
+    return [
+        Extension(name, sources=[path(source)], include_dirs=[path("csrc")],
+                  depends=[path("csrc/lines.h")],
+                  define_macros=[("Py_LIMITED_API", limited_api_version())] if limited else [],
+                  py_limited_api=limited,
+                  extra_compile_args=compile_args, extra_link_args=link_args,
+                  optional=optional)
+        for name, source in STABLE_ABI_EXTENSIONS.items()
+    ]
+
+
 def full_api_extensions(root: str | None = None, *, optional: bool = False) -> list[Any]:
     """``setuptools.Extension`` objects for every ``FULL_API_EXTENSIONS`` entry."""
     from setuptools import Extension
@@ -161,9 +205,10 @@ def setup_arguments() -> dict[str, Any]:
     if mode == "no":
         return {}
     optional = mode == "auto"
-    args: dict[str, Any] = {"cffi_modules": ["build.py:ffibuilder"]}
+    args: dict[str, Any] = {"cffi_modules": ["build.py:ffibuilder"],
+                            "ext_modules": stable_abi_extensions(optional=optional)}
     if full_api() and FULL_API_EXTENSIONS:
-        args["ext_modules"] = full_api_extensions(optional=optional)
+        args["ext_modules"] += full_api_extensions(optional=optional)
     else:
         # Only stable-ABI code in the wheel: tag it cp3XX-abi3, for every later CPython.
         args["options"] = {"bdist_wheel": {"py_limited_api": abi3_tag()}}
@@ -183,16 +228,18 @@ def _remove_builds(package: str, module: str) -> None:
             os.remove(os.path.join(package, name))
 
 
-def _dev_build_full_api(package: str, tmpdir: str) -> list[str]:
-    """Compile every ``FULL_API_EXTENSIONS`` entry into ``package``; return their paths."""
+def _dev_build_extensions(package: str, tmpdir: str) -> list[str]:
+    """Compile every ``STABLE_ABI_EXTENSIONS`` and ``FULL_API_EXTENSIONS`` entry into
+    ``package``; return their paths."""
     from setuptools import Distribution
     from setuptools.command.build_ext import build_ext
 
     targets = []
-    for ext in full_api_extensions(HERE):
+    for ext in stable_abi_extensions(HERE) + full_api_extensions(HERE):
         cmd = build_ext(Distribution({"name": "qmplex", "ext_modules": [ext]}))
         cmd.build_temp = tmpdir
         cmd.build_lib = os.path.join(tmpdir, "lib")
+        cmd.force = True  # a changed header or QMPLEX_SANITIZE must rebuild
         cmd.ensure_finalized()
         cmd.run()
         built = cmd.get_ext_fullpath(ext.name)
@@ -212,7 +259,7 @@ def _dev_build() -> None:
     target = os.path.join(package, os.path.basename(built))
     shutil.copyfile(built, target)
     print(f"built {target}")
-    for target in _dev_build_full_api(package, tmpdir):
+    for target in _dev_build_extensions(package, tmpdir):
         print(f"built {target}")
 
 

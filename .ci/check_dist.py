@@ -14,7 +14,8 @@ its corpus, ``docs/``, ``.venv``, build output, bytecode) fails the check.
 
 The wheel must be tagged ``cp3N-abi3`` (``3.N`` from ``Requires-Python``) and hold
 every tracked file of ``src/qmplex/`` (stubs and ``py.typed`` included), the stable-ABI
-splitter ``qmplex/_lines.abi3.so``, no other compiled module, and metadata with the
+modules ``qmplex/_lines.abi3.so`` (the splitter) and ``qmplex/_decode.abi3.so`` (the
+protocol's decoder), no other compiled module, and metadata with the
 license, readme, URLs, keywords and a classifier for each supported Python.
 
 Run from a git checkout (the tracked files are the reference). Exit status 1, with
@@ -40,7 +41,7 @@ SDIST_GENERATED = ("PKG-INFO", "setup.cfg")
 SDIST_GENERATED_DIR = "src/qmplex.egg-info/"
 DIST_INFO_FILES = ("METADATA", "WHEEL", "RECORD", "entry_points.txt", "top_level.txt",
                    "licenses/LICENSE")
-SPLITTER = "qmplex/_lines.abi3.so"
+STABLE_ABI_MODULES = ("qmplex/_lines.abi3.so", "qmplex/_decode.abi3.so")
 
 
 def tracked() -> list[str]:
@@ -126,7 +127,7 @@ def check_wheel(path: Path, files: list[str], meta: email.message.Message,
 
     expected = {"qmplex/" + f.removeprefix("src/qmplex/") for f in files
                 if f.startswith("src/qmplex/")}
-    expected.add(SPLITTER)
+    expected.update(STABLE_ABI_MODULES)
     expected.update(dist_info + f for f in DIST_INFO_FILES)
     have = set(names)
     for name in sorted(expected - have):

@@ -14,7 +14,9 @@ States (:class:`State`) move only forward::
 1. ``GREETING``: the first line must be ``{"QMP": {"version": ..., "capabilities": [...]}}``
    (anything else is fatal: :class:`~qmplex.errors.GreetingError`), except events,
    which are skipped and counted (:attr:`Protocol.events_before_greeting`: QEMU
-   4.0-rc2 sent one before its greeting). ``receive_data`` returns a :class:`Greeting`;
+   4.0-rc2 sent one before its greeting), and replies, which are a previous client's
+   (QEMU 7.2 can write one before the next client's greeting): noted as
+   :class:`StaleReply` values. ``receive_data`` returns a :class:`Greeting`;
    the caller then sends :meth:`Protocol.negotiate`'s bytes.
 2. ``NEGOTIATING``: the reply to our ``qmp_capabilities`` moves to ``READY`` (an error
    reply is fatal: :class:`~qmplex.errors.NegotiationError`). The caller may encode
@@ -58,6 +60,9 @@ close the connection.
 from __future__ import annotations
 
 import enum
+import warnings
+from collections.abc import Callable
+from operator import length_hint
 from typing import Any
 
 import orjson
@@ -71,6 +76,7 @@ from ..errors import (
     ValidationError,
     excerpt,
 )
+from .framing import C_AVAILABLE as _FRAMING_C
 from .framing import (
     DEFAULT_MAX_LINE_BYTES,
     KIND_ERROR,
@@ -295,14 +301,31 @@ class Protocol:
         out.append(error)
 
     def _handle_lines(self, buf: bytes | bytearray, spans: list[int], out: list[Any]) -> None:
+        # The reference for every line. With the C decoder (``_decode``, READY only),
+        # each run of routed event lines and in-flight replies goes to one C call that
+        # builds exactly what this loop builds for them and hands back the index of the
+        # first line of another sort (or that it does not like), which this loop then
+        # handles itself.
         in_flight = self._in_flight
         routes = self.routes
         names = routes.names if routes is not None else ()
         ready = self.state is _READY
+        decode = _decode
         append = out.append
         loads = _loads
-        fields = iter(spans)  # tag, start, end per line
+        count = len(spans) // 3
+        fields: Any = iter(spans)  # tag, start, end per line
         for tag, start, end in zip(fields, fields, fields):  # noqa: B905
+            if decode is not None and ready and (tag >= ROUTE_BASE or tag == KIND_RETURN):
+                # This line and the next ones in C, up to the line it leaves to this
+                # loop: that one is handled here, and the loop goes on after it. (Where
+                # a list iterator stands: its length hint; __setstate__ moves it.)
+                index = count - 1 - length_hint(fields) // 3
+                index = decode(buf, spans, index, names, in_flight, out)
+                if index == count:
+                    return
+                tag, start, end = spans[3 * index:3 * index + 3]
+                fields.__setstate__(3 * index + 3)
             line = buf[start:end]
             try:
                 msg = loads(line)
@@ -381,6 +404,12 @@ class Protocol:
                 if "event" in msg:
                     self.events_before_greeting += 1
                     return
+                if "return" in msg or "error" in msg:
+                    # A reply to the previous client of the monitor: QEMU can write it
+                    # before it greets the next one. Not ours, not the peer's fault.
+                    self.stale_replies += 1
+                    out.append(StaleReply(msg.get("id"), excerpt(line)))
+                    return
                 raise GreetingError("the peer did not start with a QMP greeting",
                                     excerpt=excerpt(line))
             self.version = parse_greeting(msg, line)
@@ -416,3 +445,45 @@ class Protocol:
             desc = err.get("desc", "") if isinstance(err, dict) else str(err)
             raise NegotiationError(f"qmp_capabilities refused: {desc}", excerpt=excerpt(line))
         self.state = _READY
+
+
+# --- The C decoder -----------------------------------------------------------------------
+#
+# qmplex._decode (csrc/decode.c) takes the routed event lines and the in-flight replies
+# off Protocol._handle_lines, a run of them per call; the Python loop stays the reference
+# for them and handles every other line. Without the module (a build without a C
+# compiler) the loop does it all, and says so once.
+
+
+def _load_decode() -> tuple[Callable[..., int] | None, str | None]:
+    try:
+        from .._decode import configure, decode
+    except ImportError as exc:  # not built (or not for this Python)
+        return None, f"{type(exc).__name__}: {exc}"
+    configure(_loads, Event, Reply, _JSONDecodeError, ROUTE_BASE)
+    return decode, None
+
+
+#: The C decoder, or None: then :data:`C_IMPORT_ERROR` says why, and
+#: ``Protocol._handle_lines`` decodes every line in Python (tests set it to None to run
+#: that path).
+_decode, C_IMPORT_ERROR = _load_decode()
+#: Whether the C decoder (``qmplex._decode``) is in use.
+C_AVAILABLE: bool = _decode is not None
+
+
+def _warn_fallback() -> None:
+    warnings.warn(
+        "qmplex is running without its C speed-ups: the C decoder (qmplex._decode) could "
+        f"not be imported ({C_IMPORT_ERROR}); decoding every line in Python. Reinstall "
+        "qmplex where a C compiler and Python's headers are available "
+        "(pip install --force-reinstall --no-cache-dir qmplex).",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+# Once per process (a module runs once). When the splitter is missing too, its own
+# warning (framing.py) already says that the C speed-ups are missing: one is enough.
+if not C_AVAILABLE and _FRAMING_C:
+    _warn_fallback()
