@@ -161,7 +161,12 @@ def check_public_names(app: Sphinx, env: BuildEnvironment) -> None:
     is read, before any is written)."""
     documented = _documented(env)
     for module_name in PUBLIC_MODULES:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # autodoc has reported it too
+            _log.warning("cannot import %s to check its public names: %s", module_name,
+                         exc, type="qmplex", subtype="undocumented")
+            continue
         for name in getattr(module, "__all__", ()):
             qualname = f"{module_name}.{name}"
             if qualname not in NOT_DOCUMENTED \
