@@ -239,18 +239,24 @@ class AsyncioReactorBridge:
     close = detach
 
     def __enter__(self) -> AsyncioReactorBridge:
+        """Return the bridge; leaving the ``with`` block calls :meth:`detach`."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Call :meth:`detach` (exceptions propagate)."""
         self.detach()
 
     async def __aenter__(self) -> AsyncioReactorBridge:
+        """Return the bridge; leaving the ``async with`` block calls :meth:`detach`."""
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """Call :meth:`detach` (exceptions propagate)."""
         self.detach()
 
     def __repr__(self) -> str:
+        """Show the descriptor, whether attached, and the passes run (for logs; not a
+        stable format)."""
         state = "attached" if self._attached else "detached"
         return f"<AsyncioReactorBridge fd={self._fd} {state} passes={self.passes}>"
 

@@ -750,12 +750,15 @@ class Client(ops.DeprecatedOperations):
 
     # -------------------------------------------------------------- utilities
     def __repr__(self) -> str:
+        """Show the name and the connection state (for logs; not a stable format)."""
         return f"<Client {self.name!r} {self._conn.state.value}>"
 
     def __enter__(self) -> Client:
+        """Return the client; leaving the ``with`` block calls :meth:`close`."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Call :meth:`close` (exceptions propagate)."""
         self.close()
 
 

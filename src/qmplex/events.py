@@ -399,6 +399,7 @@ class DispatchTable:
             del self._by_name[name]
 
     def __len__(self) -> int:
+        """The number of active subscriptions in the table."""
         return self._any.count + sum(b.count for b in self._by_name.values())
 
     def dispatch(self, event: Event) -> int:

@@ -124,6 +124,7 @@ class Future(Generic[T]):
         self._on_cancel = on_cancel
 
     def __repr__(self) -> str:
+        """Show the state, and the result or exception (for logs; not a stable format)."""
         state = self._state
         if state == _PENDING:
             text = "pending"

@@ -425,8 +425,8 @@ class QemuProcess:
         cannot wait for ``quit`` and goes straight to signals (which block briefly).
 
         Returns:
-            QEMU's exit status: 0 after ``quit`` and also after SIGTERM (QEMU exits
-            cleanly on it); ``-9`` after SIGKILL.
+            QEMU's exit status (0 after ``quit``, and also after SIGTERM, on which QEMU
+            exits cleanly; ``-9`` after SIGKILL).
 
         Raises:
             StateError: :meth:`start` was never called.
@@ -500,6 +500,9 @@ class QemuProcess:
         return data.decode("utf-8", "replace")[-limit:]
 
     def __enter__(self) -> QemuProcess:
+        """Call :meth:`start` and return the process; leaving the ``with`` block calls
+        :meth:`stop` (if it was started).
+        """
         return self.start()
 
     def __exit__(
@@ -508,10 +511,14 @@ class QemuProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Call :meth:`stop` if QEMU was started (exceptions propagate)."""
         if self._popen is not None:
             self.stop()
 
     def __repr__(self) -> str:
+        """Show the name and the process state: not started, pid (and frozen), or exit status
+        (for logs; not a stable format).
+        """
         label = f" {self.name!r}" if self.name is not None else ""
         if self._popen is None:
             state = "not started"

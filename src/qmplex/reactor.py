@@ -130,6 +130,7 @@ class Handle:
             logger.exception("callback %r raised", self._callback)
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         state = " cancelled" if self._cancelled else ""
         return f"<{type(self).__name__} {self._callback!r}{state}>"
 
@@ -160,6 +161,7 @@ class TimerHandle(Handle):
                 reactor._timer_cancelled()
 
     def __lt__(self, other: TimerHandle) -> bool:
+        """Order timers by :attr:`when` (the reactor's timer heap)."""
         return self.when < other.when
 
 
@@ -919,9 +921,11 @@ class Reactor:
             self._driver_gone()
 
     def __enter__(self) -> Reactor:
+        """Return the reactor; leaving the ``with`` block calls :meth:`close`."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Call :meth:`close` (exceptions propagate)."""
         self.close()
 
     @property

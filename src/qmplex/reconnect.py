@@ -52,6 +52,13 @@ class ReconnectPolicy:
     max_attempts: int | None = None
 
     def __post_init__(self) -> None:
+        """Check the fields.
+
+        Raises:
+            ValueError: a field is out of its documented range (``initial`` < 0,
+                ``multiplier`` < 1, ``maximum`` < ``initial``, ``jitter`` outside [0, 1),
+                ``connect_timeout`` <= 0, ``max_attempts`` < 1, or a number not finite).
+        """
         if not (math.isfinite(self.initial) and self.initial >= 0):
             raise ValueError(f"initial must be a finite number >= 0, not {self.initial!r}")
         if not (math.isfinite(self.multiplier) and self.multiplier >= 1):

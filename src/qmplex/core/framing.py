@@ -1,4 +1,4 @@
-"""Line framing: cut the QMP byte stream into lines and tag each with a routing kind.
+r"""Line framing: cut the QMP byte stream into lines and tag each with a routing kind.
 
 QMP sends one JSON object per line. This layer finds the complete lines in whatever a
 ``recv()`` returned, keeps a partial last line for the next call, enforces the line
@@ -69,11 +69,18 @@ __all__ = [
 #: Default limit on a line's length in bytes (terminator excluded).
 DEFAULT_MAX_LINE_BYTES: Final = 64 * 1024 * 1024
 
-#: Line kinds, as tagged by the splitter (same values as ``QMPLEX_KIND_*`` in lines.h).
+# Line kinds, as tagged by the splitter (same values as ``QMPLEX_KIND_*`` in lines.h).
+#: Line kind: not known from the first key (a reply whose ``"id"`` comes first ...);
+#: the caller classifies it after decoding.
 KIND_OTHER: Final = 0
+#: Line kind: a success reply (first key ``"return"``).
 KIND_RETURN: Final = 1
+#: Line kind: an error reply (first key ``"error"``).
 KIND_ERROR: Final = 2
+#: Line kind: an event (``"event"`` first, or after ``"timestamp"``) whose name has no
+#: escapes, not routed by a :class:`RouteTable`.
 KIND_EVENT: Final = 3
+#: Line kind: the greeting (first key ``"QMP"``).
 KIND_GREETING: Final = 4
 
 #: Tag of a routed event line: ``ROUTE_BASE + i`` for ``RouteTable.names[i]`` (above
@@ -126,6 +133,7 @@ def _load_c() -> tuple[Any, Any, str | None]:
     return ffi, lib, None
 
 
+#: Why the C splitter could not be imported (``"ImportError: ..."``), or None.
 _c_ffi, _c_lib, C_IMPORT_ERROR = _load_c()
 #: Whether the C splitter could be imported (if not, ``C_IMPORT_ERROR`` says why).
 C_AVAILABLE: bool = _c_lib is not None
@@ -282,9 +290,19 @@ class RouteTable:
             setattr_(self, "_c_names", _c_ffi.NULL)
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
+        """Refuse: a route table is immutable (it may be shared with C).
+
+        Raises:
+            AttributeError: always.
+        """
         raise AttributeError("RouteTable is immutable")
 
     def __delattr__(self, name: str) -> NoReturn:
+        """Refuse: a route table is immutable.
+
+        Raises:
+            AttributeError: always.
+        """
         raise AttributeError("RouteTable is immutable")
 
     def wants(self, name: str) -> bool:
@@ -294,6 +312,7 @@ class RouteTable:
         return self.catch_all or name in self._wanted
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         return f"RouteTable({list(self.names)!r}, catch_all={self.catch_all})"
 
 

@@ -50,6 +50,7 @@ class QMPVersion:
         return (self.major, self.minor, self.micro) >= (major, minor, micro)
 
     def __str__(self) -> str:
+        """The version as ``major.minor.micro`` (``7.2.22``), without the package."""
         return f"{self.major}.{self.minor}.{self.micro}"
 
 
@@ -98,6 +99,7 @@ class Reply(tuple[Any, bool, Any]):
         return reply
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         return f"Reply(token={self[0]!r}, ok={self[1]}, value={self[2]!r})"
 
 
@@ -187,22 +189,27 @@ class Event(tuple[str, dict[str, Any], Any]):
                 "event": self[0], "data": self[1]}
 
     def __eq__(self, other: object) -> bool:
+        """Events are equal when their names, timestamps and data are equal."""
         if not isinstance(other, Event):
             return NotImplemented
         return (self[0] == other[0] and self.timestamp == other.timestamp
                 and self[1] == other[1])
 
     def __ne__(self, other: object) -> bool:
+        """The negation of :meth:`__eq__`."""
         eq = self.__eq__(other)
         return eq if eq is NotImplemented else not eq
 
     def __hash__(self) -> int:
+        """Hash the name and timestamp (events are hashable; their data is not hashed)."""
         return hash((self[0], self.timestamp))
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         return f"Event(name={self[0]!r}, data={self[1]!r}, timestamp={self.timestamp!r})"
 
     def __getnewargs__(self) -> tuple[str, dict[str, Any], float]:
+        """The constructor's arguments, so that events pickle and copy."""
         return self[0], self[1], self.timestamp
 
 

@@ -47,8 +47,8 @@ line over ``max_line_bytes``            fatal: :class:`LineTooLong`
 first line not a QMP greeting           fatal: :class:`GreetingError`
 ``qmp_capabilities`` refused            fatal: :class:`NegotiationError`
 reply line that is not valid JSON       fatal: :class:`DecodeError` (its command unknown)
-other invalid JSON, non-object JSON,    reported: a :class:`DecodeError` /
-event without a name, unknown kind      :class:`ProtocolError` value, line dropped
+other invalid JSON, non-object JSON     reported: a :class:`DecodeError` value, line dropped
+event without a name, unknown kind      reported: a :class:`ProtocolError` value, line dropped
 reply to no command in flight           noted: a :class:`StaleReply`, dropped
 ======================================  ===============================================
 
@@ -256,8 +256,8 @@ class Protocol:
         """End the connection (the peer closed it, or the caller does).
 
         Returns:
-            The tokens of the commands still in flight, oldest first: they will get no
-            reply. Afterwards the state is CLOSED and :meth:`receive_data` returns
+            The tokens of the commands still in flight, oldest first (they will get no
+            reply). Afterwards the state is CLOSED and :meth:`receive_data` returns
             nothing.
         """
         self.state = _CLOSED

@@ -77,6 +77,12 @@ class DeprecatedAlias(Generic[P, R]):
         self.function: Callable[..., Any] = alias
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
+        """Check that the alias is named like its method, and give its function the
+        owner's qualified name and module (for warnings and tracebacks).
+
+        Raises:
+            TypeError: the attribute's name is not the method's.
+        """
         if name != self.name:
             raise TypeError(f"{owner.__name__}.{name}: a deprecated alias keeps its "
                             f"method's name ({self.name!r})")
@@ -90,6 +96,9 @@ class DeprecatedAlias(Generic[P, R]):
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Callable[P, R]: ...
 
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Callable[..., Any]:
+        """On the class, the plain function; on an instance, a bound method that warns
+        and then calls ``getattr(instance, namespace).<method>``.
+        """
         if instance is None:
             return self.function
         return types.MethodType(self.function, instance)

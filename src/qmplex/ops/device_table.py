@@ -106,6 +106,7 @@ class Prop:
         self.value = value
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         return f"Prop({self.name!r}, {self.send}, {self.wire!r})"
 
 
@@ -127,6 +128,7 @@ class DeviceSpec:
         self.driver = driver
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         return f"<DeviceSpec {self.op}>"
 
     @property

@@ -77,7 +77,7 @@ class MigrationOps(Namespace):
         ``"unix:PATH"`` or ``"exec:cat > FILE"``.
 
         Returns:
-            A future done (None) when the migration has started (not finished: use
+            A future done (None) when the migration has started (not finished; use
             :meth:`wait_migration`, or :meth:`migrate_and_wait` instead).
 
         Raises:

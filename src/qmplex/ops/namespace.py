@@ -30,6 +30,7 @@ class Namespace:
         self._executor = executor
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         return f"<{type(self).__name__} of {self._executor!r}>"
 
 
@@ -60,6 +61,7 @@ class LazyNamespace(Generic[N]):
         self.__doc__ = cls.__doc__
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
+        """Remember the attribute's name: the instance key the namespace is cached under."""
         self.name = name
 
     @overload
@@ -70,6 +72,9 @@ class LazyNamespace(Generic[N]):
 
     def __get__(self, instance: Executor | None,
                 owner: type[Any] | None = None) -> N | LazyNamespace[N]:
+        """On the class, this descriptor; on an instance, its namespace (made, and cached
+        in the instance's ``__dict__`` when it has one, on first use).
+        """
         if instance is None:
             return self
         namespace = self.cls(instance)

@@ -63,6 +63,7 @@ class Call:
         self.name = name
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         return f"<qmplex call {self.name!r}>"
 
     @property
@@ -155,6 +156,12 @@ class CallNamespace:
         return self._schema
 
     def __getattr__(self, name: str) -> Call:
+        """``client.call.blockdev_add``: the command whose Python name this is (mapped by
+        :func:`~qmplex.names.wire_name` against the schema's command names).
+
+        Raises:
+            AttributeError: for a name starting with ``_`` (never a command).
+        """
         if name.startswith("_"):  # dunder probes (copy, pickle, IPython) are not commands
             raise AttributeError(name)
         schema = self._schema
@@ -162,14 +169,19 @@ class CallNamespace:
         return Call(self._client, schema, wire)
 
     def __getitem__(self, name: str) -> Call:
+        """``client.call["query-status"]``: the command by its exact wire name."""
         return Call(self._client, self._schema, name)
 
     def __dir__(self) -> list[str]:
+        """The attributes and, with a schema, the Python name of every command (for
+        completion).
+        """
         names = set(object.__dir__(self))
         if self._schema is not None:
             names.update(python_name(c) for c in self._schema.command_names)
         return sorted(names)
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         return f"<qmplex CallNamespace schema={self._schema!r}>"
 

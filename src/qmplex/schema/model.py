@@ -135,6 +135,7 @@ class Schema:
         self.event_names = frozenset()
 
     def __repr__(self) -> str:
+        """A short description for logs and debugging (not a stable format)."""
         version = f" {self.version}" if self.version is not None else ""
         return (f"<Schema{version}: {len(self._commands)} commands, "
                 f"{len(self._events)} events>")

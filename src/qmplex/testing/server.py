@@ -246,11 +246,15 @@ class FakeQMPServer:
             listener.close()
 
     def __enter__(self) -> FakeQMPServer:
+        """Start the server unless it was started, and return it; leaving the ``with``
+        block calls :meth:`close`.
+        """
         if not self._started:
             self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Call :meth:`close` (exceptions propagate)."""
         self.close()
 
     @property
