@@ -10,10 +10,7 @@ What is compiled:
   oldest version (``Py_LIMITED_API``), built by setuptools into ``.abi3.so`` modules as
   well, so they go into the same abi3 wheel: ``qmplex._decode``, the protocol's routed
   event lines and in-flight replies decoded in C (``csrc/decode.c``). A free-threaded
-  interpreter has no stable ABI: there they are built against its full API;
-* ``FULL_API_EXTENSIONS``: extensions written against the version-specific CPython API.
-  They would tie the wheel to one CPython version, so a build includes them only when
-  asked (``QMPLEX_FULL_API=1``). There is none at present.
+  interpreter has no stable ABI: there they are built against its full API.
 
 Used in two ways:
 
@@ -21,8 +18,8 @@ Used in two ways:
   ``cffi_modules=["build.py:ffibuilder"]`` hooks the splitter in, whenever the package
   is built or installed (``pip install .``, ``python -P -m build``);
 * directly, ``python build.py``: a development build that compiles the splitter and
-  every ``STABLE_ABI_EXTENSIONS`` and ``FULL_API_EXTENSIONS`` entry into
-  ``src/qmplex/`` (a failure there is always an error).
+  every ``STABLE_ABI_EXTENSIONS`` entry into ``src/qmplex/`` (a failure there is always
+  an error).
 
 The ``cdef`` is read from the declarations between the ``QMPLEX_CDEF_BEGIN`` and
 ``QMPLEX_CDEF_END`` markers of ``csrc/lines.h``, so the header is the single source of
@@ -35,8 +32,6 @@ Environment (read when the package is built or installed):
     QMPLEX_BUILD_C=yes: a failed compilation fails the build (release builds and CI,
         so that a broken C build can never pass unnoticed).
     QMPLEX_BUILD_C=no: compile nothing (a pure-Python ``py3-none-any`` wheel).
-    QMPLEX_FULL_API=1: also build ``FULL_API_EXTENSIONS``; the wheel is then tagged for
-        the building CPython version only.
     QMPLEX_SANITIZE=1: compile and link with AddressSanitizer and UndefinedBehaviorSanitizer
         (UBSan findings abort). Python itself is not instrumented, so preload the runtime::
 
@@ -65,11 +60,6 @@ STABLE_ABI_EXTENSIONS: dict[str, str] = {
     "qmplex._decode": "csrc/decode.c",
 }
 
-#: Extensions on the version-specific CPython API: module name -> its C source, relative
-#: to this directory. One line each; deleting a line (and its file) removes it from
-#: every build.
-FULL_API_EXTENSIONS: dict[str, str] = {}
-
 _CDEF_RE = re.compile(r"/\* QMPLEX_CDEF_BEGIN \*/(?P<decls>.*?)/\* QMPLEX_CDEF_END \*/", re.DOTALL)
 _BUILD_C_MODES = ("auto", "yes", "no")
 
@@ -91,11 +81,6 @@ def build_c_mode() -> str:
         raise RuntimeError(f"QMPLEX_BUILD_C must be one of {', '.join(_BUILD_C_MODES)}, "
                            f"not {mode!r}")
     return mode
-
-
-def full_api() -> bool:
-    """Whether ``QMPLEX_FULL_API=1`` asks for the version-specific extensions too."""
-    return os.environ.get("QMPLEX_FULL_API", "") == "1"
 
 
 def abi3_tag(pyproject: str = os.path.join(HERE, "pyproject.toml")) -> str:
@@ -186,19 +171,6 @@ def stable_abi_extensions(root: str | None = None, *, optional: bool = False) ->
     ]
 
 
-def full_api_extensions(root: str | None = None, *, optional: bool = False) -> list[Any]:
-    """``setuptools.Extension`` objects for every ``FULL_API_EXTENSIONS`` entry."""
-    from setuptools import Extension
-
-    compile_args, link_args = _flags()
-    return [
-        Extension(name, sources=[source if root is None else os.path.join(root, source)],
-                  extra_compile_args=compile_args, extra_link_args=link_args,
-                  optional=optional)
-        for name, source in FULL_API_EXTENSIONS.items()
-    ]
-
-
 def setup_arguments() -> dict[str, Any]:
     """The C-related keyword arguments of ``setup()``, as the environment asks."""
     mode = build_c_mode()
@@ -207,9 +179,7 @@ def setup_arguments() -> dict[str, Any]:
     optional = mode == "auto"
     args: dict[str, Any] = {"cffi_modules": ["build.py:ffibuilder"],
                             "ext_modules": stable_abi_extensions(optional=optional)}
-    if full_api() and FULL_API_EXTENSIONS:
-        args["ext_modules"] += full_api_extensions(optional=optional)
-    else:
+    if not free_threaded():
         # Only stable-ABI code in the wheel: tag it cp3XX-abi3, for every later CPython.
         args["options"] = {"bdist_wheel": {"py_limited_api": abi3_tag()}}
     return args
@@ -229,13 +199,13 @@ def _remove_builds(package: str, module: str) -> None:
 
 
 def _dev_build_extensions(package: str, tmpdir: str) -> list[str]:
-    """Compile every ``STABLE_ABI_EXTENSIONS`` and ``FULL_API_EXTENSIONS`` entry into
-    ``package``; return their paths."""
+    """Compile every ``STABLE_ABI_EXTENSIONS`` entry into ``package``; return their
+    paths."""
     from setuptools import Distribution
     from setuptools.command.build_ext import build_ext
 
     targets = []
-    for ext in stable_abi_extensions(HERE) + full_api_extensions(HERE):
+    for ext in stable_abi_extensions(HERE):
         cmd = build_ext(Distribution({"name": "qmplex", "ext_modules": [ext]}))
         cmd.build_temp = tmpdir
         cmd.build_lib = os.path.join(tmpdir, "lib")

@@ -1,10 +1,10 @@
 """setuptools hook for the C extensions; all metadata lives in pyproject.toml.
 
 What is compiled, with which flags, and whether a failed compilation is fatal is decided
-in ``build.py`` (``setup_arguments()``; see its docstring for ``QMPLEX_BUILD_C`` and
-``QMPLEX_FULL_API``). By default the C line splitter is built on the stable ABI (an
-``abi3`` wheel), and a machine without a compiler still installs qmplex, which then
-runs on its pure-Python paths and says so once.
+in ``build.py`` (``setup_arguments()``; see its docstring for ``QMPLEX_BUILD_C``). By
+default the C line splitter and the C decoder are built on the stable ABI (an ``abi3``
+wheel), and a machine without a compiler still installs qmplex, which then runs on its
+pure-Python paths and says so once.
 """
 
 from __future__ import annotations

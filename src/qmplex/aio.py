@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from .qemu import QemuProcess
     from .reconnect import ReconnectPolicy
 
-__all__ = ["AsyncioReactorBridge", "attach", "bridge_of", "connect", "start_qemu", "wrap"]
+__all__ = ["AsyncioReactorBridge", "attach", "bridge_of", "connect", "start", "start_qemu",
+           "wrap"]
 
 T = TypeVar("T")
 
@@ -338,19 +339,38 @@ async def connect(
     return client
 
 
-async def start_qemu(*args: Any, **kwargs: Any) -> QemuProcess:
-    """Start a :class:`~qmplex.qemu.QemuProcess` without blocking the loop.
+async def start(vm: QemuProcess) -> QemuProcess:
+    """Start ``vm`` (a :class:`~qmplex.qemu.QemuProcess`) without blocking the loop.
 
-    Takes :class:`~qmplex.qemu.QemuProcess`'s arguments. QEMU is started and its socket
-    awaited on a worker thread; then (unless ``connect=False``) its client connects
-    on ``reactor`` (a private one attached to the running loop when omitted).
+    QEMU is started and its socket awaited on a worker thread; then, if ``vm`` connects
+    (its ``connect`` argument), ``vm.client`` connects on ``vm``'s reactor, which must be
+    driven (attached to the running loop, which this does if nobody drives it yet, or
+    run by a thread); without a reactor, a private one is attached to the running loop.
 
     Returns:
-        The started process; ``vm.client`` is ready. Stop it with ``vm.stop()`` (which
-        blocks while QEMU exits: call it through ``asyncio.to_thread`` in a busy loop).
+        ``vm``, started.
+
+    Raises:
+        As :meth:`QemuProcess.start`; after a failed connect QEMU is stopped first.
+    """
+    await asyncio.to_thread(vm.start, connect=False)
+    if vm.connects:
+        try:
+            vm.client = await connect(vm.qmp_path, reactor=vm.reactor,
+                                      timeout=vm.start_timeout)
+        except BaseException:
+            await asyncio.to_thread(vm.stop)
+            raise
+    return vm
+
+
+async def start_qemu(*args: Any, **kwargs: Any) -> QemuProcess:
+    """Make a :class:`~qmplex.qemu.QemuProcess` (with its arguments) and :func:`start` it.
+
+    Returns:
+        The started process; ``vm.client`` is ready (unless ``connect=False``). Stop it
+        with ``await asyncio.to_thread(vm.stop)`` (``stop()`` blocks while QEMU exits).
     """
     from .qemu import QemuProcess
 
-    vm = QemuProcess(*args, **kwargs)
-    await vm.start_async()
-    return vm
+    return await start(QemuProcess(*args, **kwargs))

@@ -291,6 +291,16 @@ class QemuProcess:
     # ----------------------------------------------------------------- properties
 
     @property
+    def reactor(self) -> Reactor | None:
+        """The reactor :attr:`client` lives on (None: a private one, made at connect)."""
+        return self._reactor
+
+    @property
+    def connects(self) -> bool:
+        """Whether :meth:`start` connects :attr:`client` by default."""
+        return self._connect
+
+    @property
     def qmp_path(self) -> str:
         """The QMP socket's path (it exists only while the process runs).
 
@@ -333,11 +343,15 @@ class QemuProcess:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> QemuProcess:
+    def start(self, *, connect: bool | None = None) -> QemuProcess:
         """Start QEMU and wait until its QMP socket accepts connections.
 
         With ``connect=True``, :attr:`client` is then connected (and negotiated) with
-        :func:`qmplex.connect` on the given reactor.
+        :func:`qmplex.connect` on the given reactor. In a coroutine, use
+        ``await qmplex.aio.start(vm)`` instead: it does not block the loop.
+
+        Args:
+            connect: connect :attr:`client` (None: as the constructor said).
 
         Returns:
             self, so ``vm = QemuProcess(...).start()`` works.
@@ -374,42 +388,12 @@ class QemuProcess:
         _LIVE[self._popen.pid] = (self._popen, directory)
         try:
             self._wait_for_socket(time.monotonic() + self.start_timeout)
-            if self._connect:
+            if self._connect if connect is None else connect:
                 self._connect_client()
         except BaseException:
             self.kill()
             self._stopped = True
             raise
-        return self
-
-    async def start_async(self) -> QemuProcess:
-        """:meth:`start` without blocking the running asyncio loop.
-
-        QEMU is started and its socket awaited on a worker thread; then (with
-        ``connect=True``) :attr:`client` connects on the given reactor, which must be
-        driven (attached to the loop, or run by a thread); without one, a private
-        reactor is attached to the running loop.
-
-        Raises:
-            As :meth:`start`.
-        """
-        import asyncio
-
-        from .aio import connect as aio_connect
-
-        connect, self._connect = self._connect, False
-        try:
-            await asyncio.to_thread(self.start)
-        finally:
-            self._connect = connect
-        if connect:
-            try:
-                self.client = await aio_connect(self.qmp_path, reactor=self._reactor,
-                                                timeout=self.start_timeout)
-            except BaseException:
-                await asyncio.to_thread(self.kill)
-                self._stopped = True
-                raise
         return self
 
     def stop(self, timeout: float = 5.0) -> int:

@@ -1,4 +1,4 @@
-"""qmplex under asyncio against a real QEMU: ``aio.start_qemu``, ``QemuProcess.start_async``.
+"""qmplex under asyncio against a real QEMU: ``aio.start_qemu`` and ``aio.start(vm)``.
 
 Each test runs under asyncio's default loop and under uvloop, starts its own paused
 QEMU (``-S``, TCG) and stops it. The loop must stay free while QEMU starts: a ticker
@@ -169,14 +169,14 @@ def test_start_qemu_with_a_private_reactor_keeps_the_loop_running(run: Run[None]
     run(main)
 
 
-def test_start_async_on_an_attached_reactor(run: Run[None], binary: str) -> None:
+def test_start_on_an_attached_reactor(run: Run[None], binary: str) -> None:
     async def main() -> None:
         reactor = Reactor()
         with aio.attach(reactor) as bridge:
             ticker = Ticker()
             before = ticker.turns
             vm = QemuProcess(binary, extra_args=SCSI, reactor=reactor, start_timeout=20)
-            assert await vm.start_async() is vm
+            assert await aio.start(vm) is vm
             turns_while_starting = ticker.turns - before
             try:
                 assert turns_while_starting > 0, "the loop was blocked while QEMU started"
@@ -194,7 +194,7 @@ def test_start_async_on_an_attached_reactor(run: Run[None], binary: str) -> None
     run(main)
 
 
-def test_start_async_on_a_reactor_run_by_a_thread(run: Run[None], binary: str) -> None:
+def test_start_on_a_reactor_run_by_a_thread(run: Run[None], binary: str) -> None:
     async def main() -> None:
         reactor = Reactor()
         running = threading.Event()
@@ -206,7 +206,7 @@ def test_start_async_on_a_reactor_run_by_a_thread(run: Run[None], binary: str) -
             ticker = Ticker()
             before = ticker.turns
             vm = QemuProcess(binary, extra_args=SCSI, reactor=reactor, start_timeout=20)
-            await vm.start_async()
+            await aio.start(vm)
             turns_while_starting = ticker.turns - before
             try:
                 assert turns_while_starting > 0, "the loop was blocked while QEMU started"
