@@ -805,14 +805,7 @@ class Connection:
             if seg[1]:
                 _close_fds(seg[1])
         self._segments.clear()
-        message = detail(reason)
-        for cmd in victims:
-            if cmd.stage is _FINISHED:
-                continue
-            self.finish(cmd)
-            err = ConnectionLost(f"{cmd.describe()}: {message}", connection=self.name)
-            err.__cause__ = reason
-            cmd._complete(_FAILED, err)
+        self._fail(victims, reason)
         sock = self._sock
         self._sock = None
         self._sock_recv = _no_recv
@@ -833,8 +826,12 @@ class Connection:
         victims = list(self.queue)
         self.queue = collections.deque()
         victims.extend(_take_all(self.intake))
+        self._fail(victims, reason)
+
+    def _fail(self, commands: list[Command], reason: BaseException) -> None:
+        """Fail every command not finished yet with ``ConnectionLost`` naming it."""
         message = detail(reason)
-        for cmd in victims:
+        for cmd in commands:
             if cmd.stage is _FINISHED:
                 continue
             self.finish(cmd)

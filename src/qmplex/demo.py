@@ -6,27 +6,8 @@ Import ``qmplex.cli.demo`` instead (same names).
 
 import warnings
 
-from .cli.demo import (
-    DEFAULT_DISKS,
-    DEFAULT_QEMU,
-    DemoError,
-    DemoResult,
-    Phase,
-    ProgressBar,
-    ProgressCallback,
-    run_demo,
-)
-
-__all__ = [
-    "DEFAULT_DISKS",
-    "DEFAULT_QEMU",
-    "DemoError",
-    "DemoResult",
-    "Phase",
-    "ProgressBar",
-    "ProgressCallback",
-    "run_demo",
-]
+from .cli.demo import *  # noqa: F403
+from .cli.demo import __all__  # noqa: F401
 
 warnings.warn("qmplex.demo is deprecated: import qmplex.cli.demo instead",
               DeprecationWarning, stacklevel=2)

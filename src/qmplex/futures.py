@@ -396,24 +396,7 @@ class Future(Generic[T]):
 
         Cancelling the returned future cancels whichever step is running.
         """
-        out: Future[U] = Future(self._loop, on_cancel=self.cancel)
-
-        def _first(f: Future[T]) -> None:
-            if out._state != _PENDING:
-                return
-            if f._state != _DONE:
-                f._copy_to(out)
-                return
-            try:
-                nxt = fn(f._value)
-            except Exception as exc:
-                out._complete(_FAILED, exc)
-                return
-            out._on_cancel = nxt.cancel
-            nxt.add_done_callback(out._take_outcome)
-
-        self.add_done_callback(_first)
-        return out
+        return self._continue(_DONE, fn)
 
     def recover(self, handler: Callable[[BaseException], Future[T]]) -> Future[T]:
         """The failure-path twin of :meth:`chain`.
@@ -422,18 +405,23 @@ class Future(Generic[T]):
         cancelled), for the future returned by ``handler(exception)`` instead.
         Cancelling the returned future cancels whichever of the two is running.
         """
-        out: Future[T] = Future(self._loop, on_cancel=self.cancel)
+        return self._continue(_FAILED, handler)
 
-        def _first(f: Future[T]) -> None:
+    def _continue(self, when: int, fn: Callable[[Any], Future[Any]]) -> Future[Any]:
+        """A future for the future ``fn(value)`` returns once this one ends in state
+        ``when`` (its result, or its exception); for this one's outcome otherwise."""
+        out: Future[Any] = Future(self._loop, on_cancel=self.cancel)
+
+        def _first(f: Future[Any]) -> None:
             if out._state != _PENDING:
                 return
-            if f._state != _FAILED:
+            if f._state != when:
                 f._copy_to(out)
                 return
             try:
-                nxt = handler(f._value)
-            except Exception as err:
-                out._complete(_FAILED, err)
+                nxt = fn(f._value)
+            except Exception as exc:
+                out._complete(_FAILED, exc)
                 return
             out._on_cancel = nxt.cancel
             nxt.add_done_callback(out._take_outcome)

@@ -70,7 +70,7 @@ from .cpu import CPUOps
 from .deprecated import DeprecatedAlias, DeprecatedOperations
 from .device_table import SCSI_DRIVERS
 from .devices import DeviceOps
-from .executor import Executor
+from .executor import CommandSender, Executor
 from .fds import FdOps
 from .memory import MemoryOps
 from .migration import MIGRATION_FINAL_STATES, MigrationOps
@@ -101,6 +101,7 @@ __all__ = [
     "DeprecatedAlias",
     "DeprecatedOperations",
     "DeviceOps",
+    "CommandSender",
     "Executor",
     "FdOps",
     "HotpluggableCPU",

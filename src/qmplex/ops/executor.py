@@ -1,9 +1,10 @@
 """What the operations need from a client, and the command sequences they share.
 
 :class:`Executor` is everything an operation may use of the object it runs over:
-``execute``, ``wait_event`` and ``version``. :class:`~qmplex.Client` provides it; so
-may a test double, a recorder, or a future schema-checked client. This is the one
-place where the signature of ``execute`` is written for typing.
+``execute``, ``wait_event`` and ``version``; :class:`CommandSender` is its part that
+sends commands (``execute`` and ``version``: what the schema layer needs).
+:class:`~qmplex.Client` provides both; so may a test double or a recorder. This is the
+one place where the signature of ``execute`` is written for typing.
 
 The functions below are the steps several operations share: a command whose
 ``return`` is dropped, a step that is undone when the next one fails, ``getfd``
@@ -23,18 +24,16 @@ from ..core.messages import QMPVersion
 from ..events import Event, EventFilter
 from ..futures import Future, gather
 
-__all__ = ["Executor"]
+__all__ = ["CommandSender", "Executor"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class Executor(Protocol):
-    """What an operation needs from a client (:class:`~qmplex.Client` is one).
-
-    Every namespace of :mod:`qmplex.ops` (``VMOps(executor)`` ...) runs over one.
-    """
+class CommandSender(Protocol):
+    """What sends commands: the peer's version and ``execute`` (:class:`~qmplex.Client`
+    is one; :mod:`qmplex.schema` needs no more)."""
 
     @property
     def version(self) -> QMPVersion | None:
@@ -52,6 +51,13 @@ class Executor(Protocol):
         fds: Sequence[int] = (),
     ) -> Future[Any]:
         """Submit one QMP command; see :meth:`qmplex.Client.execute`."""
+
+
+class Executor(CommandSender, Protocol):
+    """What an operation needs from a client (:class:`~qmplex.Client` is one).
+
+    Every namespace of :mod:`qmplex.ops` (``VMOps(executor)`` ...) runs over one.
+    """
 
     def wait_event(
         self,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolError, ValidationError, excerpt
-from .validate import suggest, validate_arguments
+from .validate import KIND_NAMES, suggest, validate_arguments
 
 if TYPE_CHECKING:
     from ..core.messages import QMPVersion
@@ -44,16 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Argument", "Schema"]
 
 # Human-readable names of builtin JSON types (the QAPI spelling users know).
-_BUILTIN_NAMES = {
-    "string": "str",
-    "int": "int",
-    "number": "number",
-    "boolean": "bool",
-    "null": "null",
-    "object": "object",
-    "array": "array",
-    "value": "any",
-}
+_BUILTIN_NAMES = {**KIND_NAMES, "value": "any"}
 
 
 @dataclass(frozen=True, slots=True)

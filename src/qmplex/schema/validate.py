@@ -50,8 +50,9 @@ _KINDS_OF_JSON_TYPE: dict[str, frozenset[str]] = {
     "array": frozenset({"array"}),
     "value": _ALL_KINDS,
 }
-# How error messages name a value's JSON kind (the QAPI spelling users know).
-_KIND_NAMES = {
+#: How messages name a JSON kind (the QAPI spelling users know); the schema's builtin
+#: types use the same names (``value``, any kind, aside).
+KIND_NAMES = {
     "string": "str",
     "int": "int",
     "number": "number",
@@ -85,7 +86,7 @@ def _kind(value: object) -> str:
 def show(value: object) -> str:
     """Describe a value for an error message: its JSON kind and a bounded repr."""
     kind = _kind(value)
-    name = _KIND_NAMES.get(kind, kind)
+    name = KIND_NAMES.get(kind, kind)
     if kind in ("object", "array", "null"):
         return name
     text = repr(value)
