@@ -248,18 +248,31 @@ def write_png(path: Path, rows: list[Any]) -> str:
     fig, axes = plt.subplots(len(shown), 1, figsize=(8, 1.3 * len(shown) + 1), squeeze=False)
     for ax, row in zip(axes[:, 0], shown, strict=True):
         impls = [r.impl for r in row.results if r.value]
-        ratios = [speed_ratio(row, impl, "floor") or 0 for impl in impls]
         colors = ["tab:blue" if i == "qmplex" else "tab:gray" if i == "floor" else "tab:orange"
                   for i in impls]
+        ax.tick_params(labelsize=8)
+        if any(speed_ratio(row, impl, "floor") is None for impl in impls if impl != "floor"):
+            # No meaningful ratio (a floor too small to measure, e.g. a bare socket's
+            # memory): the values themselves, on their own scale.
+            values = [row.value(impl) or 0.0 for impl in impls]
+            ax.barh(impls, values, color=colors)
+            ax.set_xscale("log")
+            ax.set_title(f"{row.title} ({row.unit}, absolute values: no ratio to the "
+                         "floor)", fontsize=9, loc="left")
+            for y, (v, impl) in enumerate(zip(values, impls, strict=True)):
+                ax.text(v, y, f" {fmt_value(row.value(impl), row.unit)}", va="center",
+                        fontsize=7)
+            continue
+        ratios = [speed_ratio(row, impl, "floor") or 0 for impl in impls]
         ax.barh(impls, ratios, color=colors)
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_title(f"{row.title} ({row.unit})", fontsize=9, loc="left")
-        ax.tick_params(labelsize=8)
         for y, (r, impl) in enumerate(zip(ratios, impls, strict=True)):
             ax.text(r, y, f" {r:.2f}x  {fmt_value(row.value(impl), row.unit)}",
                     va="center", fontsize=7)
-    axes[-1, 0].set_xlabel("relative to the raw floor (higher is better), log scale")
+    axes[-1, 0].set_xlabel("relative to the raw floor (higher is better), log scale, "
+                           "unless the row says otherwise")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
