@@ -655,7 +655,7 @@ class Connection:
             kind = type(item)
             if kind is Reply:
                 if events is not None:
-                    self.reactor.call_soon(self._deliver, events)
+                    self.reactor.call_soon(self.table.dispatch_run, events)
                     events = None
                 cmd, ok, value = item
                 special = cmd.special
@@ -699,14 +699,14 @@ class Connection:
                                  item.excerpt)
             elif isinstance(item, ProtocolError):
                 if events is not None:  # in stream order with the events before it
-                    self.reactor.call_soon(self._deliver, events)
+                    self.reactor.call_soon(self.table.dispatch_run, events)
                     events = None
                 if not (item is proto.error and self.state is _CONNECTING):
                     # (a fatal error while connecting fails the connect, and only it)
                     self.listener.protocol_error(item)
         self.outstanding -= answered
         if events is not None:
-            self.reactor.call_soon(self._deliver, events)
+            self.reactor.call_soon(self.table.dispatch_run, events)
 
     def _refused(self, cmd: Command, value: Any) -> None:
         """QMP answered ``cmd`` with an error."""
@@ -715,15 +715,6 @@ class Connection:
         cmd._complete(_FAILED, CommandError(
             cmd.name, str(err.get("class", "GenericError")), str(err.get("desc", value)),
             cmd.args, connection=self.name))
-
-    def _deliver(self, events: list[Event]) -> None:
-        """Hand a run of events to the dispatch table (a ready callback): until a
-        callback closes the client, which then delivers nothing more."""
-        dispatch = self.table.dispatch
-        for event in events:
-            if self.state is ClientState.CLOSED:
-                return
-            dispatch(event)
 
     def _on_greeting(self, greeting: Greeting, proto: QMPProtocol) -> None:
         self.version = greeting.version
@@ -771,11 +762,14 @@ class Connection:
         if self._sock is None and self.proto is None:
             if final and self.state is not ClientState.CLOSED:
                 self.state = ClientState.CLOSED
+                self.table.closed = True
                 self.fail_queue(reason)
             return
         established = self._established
         self._established = False
         self.state = ClientState.CLOSED if final else ClientState.DISCONNECTED
+        if final:
+            self.table.closed = True
         if self._debug:
             logger.debug("%s: connection ended: %s", self.name, reason)
         if cause is not None and reason.__cause__ is None:

@@ -12,9 +12,9 @@ are indexed by that key's value. So 1,000 ``device_del`` calls waiting for their
 table also tells the framing layer which event names anyone wants at all
 (:meth:`DispatchTable.routes`): the others are dropped before they are decoded.
 
-This module does no I/O and never parses. The client hands events to
-:meth:`DispatchTable.dispatch` from the reactor's ready queue after a receive was
-parsed, so callbacks run on the reactor thread, in the order the events arrived, and
+This module does no I/O and never parses. The client hands each run of events of a
+receive to :meth:`DispatchTable.dispatch_run` from the reactor's ready queue after the
+receive was parsed, so callbacks run on the reactor thread, in the order the events arrived, and
 an exception from one is logged (``qmplex.events``) and affects no other.
 
 Slow subscribers: by default a subscription's callback runs as the events of a receive
@@ -338,6 +338,9 @@ class DispatchTable:
         self._by_name: dict[str, _Bucket] = {}
         self._any = _Bucket()
         self._routes: RouteTable | None = None
+        self._changes = 0  # counts subscribes and removals (see dispatch_run)
+        #: Set when the connection it serves is closed for good: nothing is delivered.
+        self.closed = False
 
     def routes(self) -> RouteTable:
         """The event names the framing layer should route (decode) rather than drop:
@@ -377,6 +380,7 @@ class DispatchTable:
             return
         sub._table = self
         self._routes = None
+        self._changes += 1
         if sub.filter.name is None:
             self._any.add(sub)
         else:
@@ -387,6 +391,7 @@ class DispatchTable:
 
     def _remove(self, sub: Subscription) -> None:
         self._routes = None
+        self._changes += 1
         name = sub.filter.name
         if name is None:
             self._any.remove(sub)
@@ -402,6 +407,37 @@ class DispatchTable:
         """The number of active subscriptions in the table."""
         return self._any.count + sum(b.count for b in self._by_name.values())
 
+    def dispatch_run(self, events: list[Event]) -> None:
+        """Dispatch ``events`` in order, as :meth:`dispatch` does each, and stop if
+        :attr:`closed` becomes true (a callback closed the client).
+
+        A flood of one name whose subscriptions are plain callbacks costs a call per
+        event and callback: the name's callbacks are looked up again only when the name
+        or the subscriptions change (a callback may subscribe or cancel).
+        """
+        dispatch = self.dispatch
+        name: str | None = None
+        changes = -1
+        simple: tuple[Subscription, ...] | None = None
+        for event in events:
+            if self.closed:
+                return
+            if event[0] is not name or self._changes != changes:
+                name = event[0]
+                changes = self._changes
+                bucket = self._by_name.get(name)
+                simple = bucket.simple() if bucket is not None and not self._any.count \
+                    else None  # (None: the general dispatch)
+            if simple is None:
+                dispatch(event)
+                continue
+            for sub in simple:
+                if sub.active:
+                    try:
+                        sub.callback(event)
+                    except Exception:
+                        callback_failed(sub.callback, self.name)
+
     def dispatch(self, event: Event) -> int:
         """Call every subscription whose filter passes ``event``; return how many.
 
@@ -411,7 +447,9 @@ class DispatchTable:
         """
         bucket = self._by_name.get(event[0])
         if bucket is not None and not self._any.count:
-            simple = bucket.simple()
+            simple = bucket._simple  # bucket.simple(), without a call once worked out
+            if simple is _MISSING:
+                simple = bucket.simple()
             if simple is not None:
                 # Only plain callbacks for this name: nothing to filter. A snapshot
                 # (a tuple), so (un)subscribing from a callback is seen by the next event.
