@@ -103,6 +103,7 @@ PUBLIC_MODULES = [
     "qmplex.errors",
     "qmplex.events",
     "qmplex.futures",
+    "qmplex.metrics",
     "qmplex.names",
     "qmplex.ops",
     "qmplex.pytest_plugin",

@@ -494,6 +494,7 @@ def test_repeated_losses_each_fire_one_disconnect_and_one_reconnect(
         rig.srv.emit("TICK", {"n": round_})
         rig.pump()
     assert len(rig.disconnects) == 5 and rig.attempts == [(1, None)] * 5
+    assert rig.client.metrics().reconnects == 5
     assert rig.events == [0, 1, 2, 3, 4]
     all_of = gather(results)
     rig.until(all_of.done)

@@ -33,6 +33,7 @@ from .errors import (
 )
 from .events import EventFilter, Subscription
 from .futures import Future, gather
+from .metrics import ClientMetrics, CommandSummary
 from .ops import (
     AddFdInfo,
     CPUInfo,
@@ -67,8 +68,10 @@ __all__ = [
     "StatusInfo",
     "Cancelled",
     "Client",
+    "ClientMetrics",
     "ClientState",
     "CommandError",
+    "CommandSummary",
     "ConnectError",
     "ConnectionLost",
     "DecodeError",

@@ -61,6 +61,7 @@ from .errors import (
 )
 from .events import DispatchTable, EventFilter, Subscription
 from .futures import _DONE, _FAILED, _PENDING, Future
+from .metrics import ClientMetrics
 from .reactor import Reactor, TimerHandle
 from .reconnect import ReconnectPolicy
 
@@ -210,6 +211,8 @@ class Client(ops.DeprecatedOperations):
         self._reconnect_timer: TimerHandle | None = None
         self._rng = random.Random()
         self._schema_load: Future[Schema] | None = None
+        self._command_hooks: list[Callable[[str, float, str], object]] = []
+        self._reconnects = 0  # connections re-established by the policy
 
     # -------------------------------------------------------------- properties
     @property
@@ -284,6 +287,22 @@ class Client(ops.DeprecatedOperations):
         previous client's leftovers: QEMU hands them to the next client)."""
         proto = self._conn.proto
         return proto.stale_replies if proto is not None else 0
+
+    def metrics(self) -> ClientMetrics:
+        """What this client did since it was made: counters and a latency summary per
+        command name (:mod:`qmplex.metrics`). Callable from any thread; the figures are
+        read as they stand (a command finishing during the read may be half counted)."""
+        conn = self._conn
+        queued, in_flight = conn.counts()
+        proto = conn.proto
+        dropped = conn.events_dropped + (proto.dropped_events if proto is not None else 0)
+        stale = conn.stale_replies + (proto.stale_replies if proto is not None else 0)
+        commands = conn.latencies.summaries()
+        return ClientMetrics(
+            commands_sent=conn.commands_sent, commands_completed=conn.completed,
+            commands_failed=conn.failed, in_flight=in_flight, queued=queued,
+            events_received=conn.events_received, events_dropped=dropped,
+            stale_replies=stale, reconnects=self._reconnects, commands=commands)
 
     @property
     def reconnect_policy(self) -> ReconnectPolicy | None:
@@ -611,8 +630,39 @@ class Client(ops.DeprecatedOperations):
         was lost, ``error`` is None when it succeeded. Attempts are logged too."""
         return self._callback_list(self._reconnect_callbacks, callback)
 
-    def _callback_list(self, items: list[Any], callback: Callable[..., object]) -> Subscription:
-        sub = _ListSubscription(items, callback, self._reactor)
+    def on_command(self, callback: Callable[[str, float, str], object]) -> Subscription:
+        """Call ``callback(name, latency, outcome)`` (on the reactor thread) for every
+        command that finishes: its QMP name, the seconds from ``execute`` to its outcome,
+        and the outcome, one of the :class:`~qmplex.metrics.Outcome` strings (``"ok"``,
+        ``"error"``, ``"timeout"``, ``"lost"``, ``"cancelled"``).
+
+        For a manager's own metrics; :meth:`metrics` keeps counters and latencies without
+        a hook. While no hook is registered, finishing a command costs no callback.
+        """
+        return self._callback_list(self._command_hooks, callback, self._hooks_changed)
+
+    def _hooks_changed(self) -> None:
+        self._conn.want_done = bool(self._command_hooks)
+
+    def commands_done(self, done: list[tuple[str, float, str]]) -> None:
+        """Connection listener: commands finished (reactor thread; only while hooks
+        are registered)."""
+        hooks = self._command_hooks
+        if hooks:
+            self._reactor.call_soon(self._run_command_hooks, list(hooks), done)
+
+    def _run_command_hooks(self, hooks: list[Callable[[str, float, str], object]],
+                           done: list[tuple[str, float, str]]) -> None:
+        for hook in hooks:
+            try:
+                for name, latency, outcome in done:
+                    hook(name, latency, outcome)
+            except Exception:
+                logger.exception("%s: command hook %r raised", self.name, hook)
+
+    def _callback_list(self, items: list[Any], callback: Callable[..., object],
+                       changed: Callable[[], None] | None = None) -> Subscription:
+        sub = _ListSubscription(items, callback, self._reactor, changed)
         self._reactor.run_in_reactor(sub.add)
         return sub
 
@@ -637,6 +687,7 @@ class Client(ops.DeprecatedOperations):
             attempt = self._attempts + 1
             self._reconnecting = False
             self._attempts = 0
+            self._reconnects += 1
             logger.info("%s: reconnected (attempt %d)", self.name, attempt)
             self._schedule_callbacks(self._reconnect_callbacks, attempt, None)
 
@@ -765,18 +816,21 @@ class Client(ops.DeprecatedOperations):
 class _ListSubscription(Subscription):
     """A subscription that adds a callback to, and removes it from, a plain list."""
 
-    __slots__ = ("_list", "_reactor")
+    __slots__ = ("_list", "_reactor", "_changed")
 
     def __init__(self, items: list[Any], callback: Callable[..., object],
-                 reactor: Reactor) -> None:
+                 reactor: Reactor, changed: Callable[[], None] | None = None) -> None:
         Subscription.__init__(self, None, EventFilter(), callback)
         self._list: list[Any] | None = items
         self._reactor = reactor
+        self._changed = changed  # told after the list changed
 
     def add(self) -> None:
         """Register (reactor thread)."""
         if self.active and self._list is not None:
             self._list.append(self.callback)
+            if self._changed is not None:
+                self._changed()
 
     def cancel(self) -> None:
         """Stop receiving callbacks (safe from any thread)."""
@@ -796,6 +850,8 @@ class _ListSubscription(Subscription):
                 items.remove(self.callback)
             except ValueError:
                 pass
+            if self._changed is not None:
+                self._changed()
 
 
 def _address_name(address: Address) -> str:

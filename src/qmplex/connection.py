@@ -80,6 +80,7 @@ from .errors import (
 )
 from .events import DispatchTable, EventFilter, Subscription
 from .futures import _DONE, _FAILED, Future
+from .metrics import FOLD_AT, LatencyBook, Outcome
 from .redact import redact_arguments
 
 if TYPE_CHECKING:
@@ -148,6 +149,10 @@ class Listener(Protocol):
     def protocol_error(self, error: ProtocolError) -> None:
         """The peer sent something that is not QMP (reported, maybe fatal)."""
 
+    def commands_done(self, done: list[tuple[str, float, str]]) -> None:
+        """Commands finished: ``(name, latency, outcome)`` each (only asked for while the
+        client has :meth:`Client.on_command` hooks)."""
+
     def keeps_queue(self, established: bool) -> bool:
         """Whether commands never sent stay queued when the connection ends (or while
         it is down): True while a reconnect policy will connect again."""
@@ -180,7 +185,7 @@ class Command(Future[Any]):
         stage: where it stands (:class:`Stage`).
     """
 
-    __slots__ = ("conn", "name", "args", "cid", "data", "stage", "special")
+    __slots__ = ("conn", "name", "args", "cid", "data", "stage", "special", "t0")
 
     def __init__(self, conn: Connection, name: str, args: dict[str, Any] | None,
                  cid: int, data: bytes) -> None:
@@ -192,9 +197,12 @@ class Command(Future[Any]):
         self.data = data
         self.stage = _QUEUED
         self.special: _Special | None = None
+        self.t0 = conn.clock()  # for the latency figures (qmplex.metrics)
 
     def _cancelling(self) -> None:
-        self.conn.abandon(self)
+        if self.stage is not _FINISHED:
+            self.conn.abandon(self)
+            self.conn.record(self, Outcome.CANCELLED)
 
     def __repr__(self) -> str:
         """The client's name, the command and its state (for logs; not a stable format)."""
@@ -217,6 +225,7 @@ class Command(Future[Any]):
         if self.stage is _ANSWERED:
             self.conn.finish(self)
             self._complete(_DONE, event)
+            self.conn.record(self, Outcome.OK)
         else:
             special.event = event  # the event came before the return: keep it
 
@@ -232,6 +241,7 @@ class Command(Future[Any]):
         self._complete(_FAILED, OperationTimeout(
             f"{self.describe()}: timed out after {special.timeout if special else '?'} s "
             f"({stage.value})", connection=self.conn.name, command=self.name))
+        self.conn.record(self, Outcome.TIMEOUT)
 
     def describe(self) -> str:
         """The command as errors name it: ``device_del d3`` for commands on a device."""
@@ -264,7 +274,9 @@ class Connection:
                  "_connect_timer", "_retry_timer", "intake", "_drain_asked", "queue",
                  "outstanding", "_answered",
                  "_segments", "_writing", "_debug", "_established",
-                 "commands_sent", "__weakref__")
+                 "commands_sent", "completed", "failed", "events_received",
+                 "events_dropped", "stale_replies", "latencies", "want_done", "clock",
+                 "__weakref__")
 
     def __init__(self, reactor: Reactor, table: DispatchTable, listener: Listener, *,
                  name: str, window: int = DEFAULT_WINDOW,
@@ -300,8 +312,17 @@ class Connection:
         self._writing = False  # waiting for the socket to take more
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._established = False  # this connection reached READY
-        #: Commands submitted since the client was made.
+        # Counters since the client was made (qmplex.metrics): the protocol's counters of
+        # earlier connections are added to events_dropped / stale_replies when they end.
         self.commands_sent = 0
+        self.completed = 0
+        self.failed = 0
+        self.events_received = 0
+        self.events_dropped = 0
+        self.stale_replies = 0
+        self.latencies = LatencyBook()
+        self.want_done = False  # the client has on_command hooks: report each outcome
+        self.clock = reactor.clock  # the reactor's clock, for latencies
 
     # ----------------------------------------------------------------- connect
     def connect(self, address: Address, timeout: float | None) -> Future[QMPVersion]:
@@ -474,6 +495,7 @@ class Connection:
                                  connection=self.name)
         self.finish(cmd)
         cmd._complete(_FAILED, err)
+        self.record(cmd, Outcome.LOST)
 
     def _log_queued(self, cmd: Command) -> None:
         logger.debug("%s: queue %s id=%d %s", self.name, cmd.name, cmd.cid,
@@ -597,16 +619,36 @@ class Connection:
                 _close_fds(special.fds)
                 special.fds = None
 
+    def record(self, cmd: Command, outcome: str) -> None:
+        """Count a finished command (every path but the plain reply's, which
+        :meth:`_hand_out` counts itself)."""
+        latency = self.clock() - cmd.t0
+        ok = outcome is Outcome.OK
+        self.latencies.add(cmd.name, latency, ok)
+        if ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+        if self.want_done:
+            self.listener.commands_done([(cmd.name, latency, outcome)])
+
     @property
     def pending(self) -> int:
         """Commands not yet finished: queued, sent, or waiting for their event."""
-        count = sum(1 for c in self.queue if c.stage is _QUEUED)
-        count += sum(1 for c in list(self.intake) if c.stage is _QUEUED)
+        queued, in_flight = self.counts()
+        return queued + in_flight
+
+    def counts(self) -> tuple[int, int]:
+        """``(queued, in_flight)``: commands waiting to be written, and commands written
+        whose reply (or ``until`` event) has not come; finished ones are not counted."""
+        queued = sum(1 for c in list(self.queue) if c.stage is _QUEUED)
+        queued += sum(1 for c in list(self.intake) if c.stage is _QUEUED)
+        in_flight = len(self._answered)
         proto = self.proto
         if proto is not None:
-            count += sum(1 for c in proto._in_flight.values()
-                         if getattr(c, "stage", None) is _SENT)
-        return count + len(self._answered)
+            in_flight += sum(1 for c in list(proto._in_flight.values())
+                             if getattr(c, "stage", None) is _SENT)
+        return queued, in_flight
 
     # ----------------------------------------------------------------- reading
     def _on_readable(self) -> None:
@@ -651,6 +693,10 @@ class Connection:
         consecutive events becomes one ready callback of the dispatch table."""
         events: list[Event] | None = None
         answered = 0  # in-band replies: window slots freed
+        completed = 0
+        now = self.clock()  # one reading for the latencies of this receive's replies
+        latencies = self.latencies.pending
+        done: list[tuple[str, float, str]] | None = [] if self.want_done else None
         for item in items:
             kind = type(item)
             if kind is Reply:
@@ -665,6 +711,13 @@ class Connection:
                         if ok:
                             cmd.stage = _FINISHED
                             cmd._complete(_DONE, value)
+                            pending = latencies.get(cmd.name)
+                            if pending is None:
+                                pending = self.latencies.new(cmd.name)
+                            pending.append(now - cmd.t0)
+                            completed += 1
+                            if done is not None:
+                                done.append((cmd.name, now - cmd.t0, Outcome.OK))
                         else:
                             self._refused(cmd, value)
                     continue
@@ -677,9 +730,11 @@ class Connection:
                 elif special.until is None:
                     self.finish(cmd)
                     cmd._complete(_DONE, value)
+                    self.record(cmd, Outcome.OK)
                 elif special.event is not None:
                     self.finish(cmd)
                     cmd._complete(_DONE, special.event)
+                    self.record(cmd, Outcome.OK)
                 else:
                     cmd.stage = _ANSWERED
                     self._answered[cmd.cid] = cmd
@@ -705,7 +760,16 @@ class Connection:
                     # (a fatal error while connecting fails the connect, and only it)
                     self.listener.protocol_error(item)
         self.outstanding -= answered
+        if completed:
+            self.completed += completed
+            book = self.latencies
+            book.unfolded += completed
+            if book.unfolded >= FOLD_AT:
+                book.fold()
+        if done:
+            self.listener.commands_done(done)
         if events is not None:
+            self.events_received += len(events)
             self.reactor.call_soon(self.table.dispatch_run, events)
 
     def _refused(self, cmd: Command, value: Any) -> None:
@@ -715,6 +779,7 @@ class Connection:
         cmd._complete(_FAILED, CommandError(
             cmd.name, str(err.get("class", "GenericError")), str(err.get("desc", value)),
             cmd.args, connection=self.name))
+        self.record(cmd, Outcome.ERROR)
 
     def _on_greeting(self, greeting: Greeting, proto: QMPProtocol) -> None:
         self.version = greeting.version
@@ -787,6 +852,8 @@ class Connection:
         self.proto = None
         victims: list[Command] = []
         if proto is not None:
+            self.events_dropped += proto.dropped_events
+            self.stale_replies += proto.stale_replies
             victims.extend(proto.close())
         victims.extend(self._answered.values())
         self._answered = {}
@@ -832,6 +899,8 @@ class Connection:
             err = ConnectionLost(f"{cmd.describe()}: {message}", connection=self.name)
             err.__cause__ = reason
             cmd._complete(_FAILED, err)
+            self.record(cmd, Outcome.LOST)
+
 
 
 def _take_all(intake: collections.deque[Command]) -> list[Command]:

@@ -237,6 +237,11 @@ class Reactor:
         """Return the reactor's clock (monotonic seconds); deadlines are based on it."""
         return self._clock()
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock itself (what :meth:`time` calls), for code that reads it often."""
+        return self._clock
+
     # ------------------------------------------------------------- scheduling
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
         """Run ``callback(*args)`` on the reactor's next pass (in the order scheduled).
