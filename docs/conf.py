@@ -113,6 +113,7 @@ PUBLIC_MODULES = [
     "qmplex.redact",
     "qmplex.schema",
     "qmplex.testing",
+    "qmplex.tls",
 ]
 # Names that are not objects with a page entry of their own.
 NOT_DOCUMENTED = {

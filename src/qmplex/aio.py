@@ -48,6 +48,8 @@ from .futures import Future
 from .reactor import Reactor
 
 if TYPE_CHECKING:
+    from ssl import SSLContext
+
     from .qemu import QemuProcess
     from .reconnect import ReconnectPolicy
 
@@ -302,6 +304,8 @@ async def connect(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     name: str | None = None,
     reconnect: ReconnectPolicy | None = None,
+    ssl: SSLContext | bool | None = None,
+    server_hostname: str | None = None,
 ) -> Client:
     """Connect a new :class:`~qmplex.Client` without blocking the loop, and return it
     once capabilities are negotiated.
@@ -317,6 +321,8 @@ async def connect(
         max_line_bytes: the longest line accepted from the peer.
         name: how errors and logs name the connection.
         reconnect: the reconnect policy (default: none).
+        ssl: TLS settings, as :meth:`Client.connect`'s.
+        server_hostname: as :meth:`Client.connect`'s.
 
     Returns:
         A ready client; its methods may be called from any thread and its futures
@@ -332,7 +338,8 @@ async def connect(
     if not client.reactor.has_driver():
         attach(client.reactor, loop)
     try:
-        await client.connect(address, timeout=timeout)
+        await client.connect(address, timeout=timeout, ssl=ssl,
+                             server_hostname=server_hostname)
     except BaseException:
         client.close()
         raise

@@ -64,8 +64,11 @@ from .futures import _DONE, _FAILED, _PENDING, Future
 from .metrics import ClientMetrics
 from .reactor import Reactor, TimerHandle
 from .reconnect import ReconnectPolicy
+from .tls import TLSConfig, tls_config
 
 if TYPE_CHECKING:
+    from ssl import SSLContext
+
     # Imported when first used: the schema module is a tenth of `import qmplex`.
     from .schema import CallNamespace, Schema
 
@@ -74,6 +77,13 @@ __all__ = ["Client", "ClientState", "connect", "DEFAULT_WINDOW", "Address"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _Keep:
+    """A reconnection: keep the TLS settings of the last connect."""
+
+
+_KEEP = _Keep()
 
 _READY = ClientState.READY
 _CONNECTING = ClientState.CONNECTING
@@ -360,13 +370,24 @@ class Client(ops.DeprecatedOperations):
         return CallNamespace(self, self.schema)
 
     # ----------------------------------------------------------------- connect
-    def connect(self, address: Address, *, timeout: float | None = None) -> Future[QMPVersion]:
+    def connect(self, address: Address, *, timeout: float | None = None,
+                ssl: SSLContext | bool | None = None,
+                server_hostname: str | None = None) -> Future[QMPVersion]:
         """Connect to a QMP server, read its greeting and negotiate capabilities.
 
         Args:
             address: a Unix socket path, or ``(host, port)`` for TCP.
-            timeout: seconds for the whole handshake; on expiry the future fails with
-                :class:`~qmplex.OperationTimeout` and the socket is closed.
+            timeout: seconds for the whole handshake (TLS included); on expiry the
+                future fails with :class:`~qmplex.OperationTimeout` and the socket is
+                closed.
+            ssl: speak TLS (a QEMU chardev with ``tls-creds``): an
+                :class:`ssl.SSLContext` for the client side, or True for
+                :func:`ssl.create_default_context` (the system's CAs). The context
+                decides what is verified; a default context verifies the server's
+                certificate and name. Reconnections (:meth:`reconnect`, the policy)
+                use the same settings. See :mod:`qmplex.tls`.
+            server_hostname: the name the server's certificate must carry (default:
+                the host of ``address``; required for TLS over a Unix socket).
 
         Returns:
             A future for the peer's :class:`QMPVersion`, done once commands can be sent.
@@ -378,15 +399,23 @@ class Client(ops.DeprecatedOperations):
 
         Raises:
             StateError: the client is closed or already connected / connecting.
+            TypeError, ValueError: bad ``ssl`` / ``server_hostname`` (e.g. TLS over a
+                Unix socket without ``server_hostname``).
         """
-        return self._hand_over(self._connect, address, timeout)
+        config = tls_config(address, ssl, server_hostname)
+        return self._hand_over(self._connect, address, timeout, config)
 
-    def _connect(self, address: Address, timeout: float | None) -> Future[QMPVersion]:
+    def _connect(self, address: Address, timeout: float | None,
+                 config: TLSConfig | None | _Keep = _KEEP) -> Future[QMPVersion]:
         self._cancel_reconnect_timer()
         if self._name is None:
             self._conn.name = self._table.name = _address_name(address)
         self._schema_load = None
-        return self._conn.connect(address, timeout)
+        conn = self._conn
+        if not isinstance(config, _Keep) and conn.state is not _CONNECTING \
+                and conn.state is not _READY:
+            conn.tls = config  # (else connect() refuses below and nothing changes)
+        return conn.connect(address, timeout)
 
     def connect_socket(
         self, sock: socket.socket, *, timeout: float | None = None
@@ -402,6 +431,8 @@ class Client(ops.DeprecatedOperations):
             if self._name is None:
                 self._conn.name = self._table.name = f"socket:{sock.fileno()}"
             self._schema_load = None
+            if self._conn.state is not _CONNECTING and self._conn.state is not _READY:
+                self._conn.tls = None
             return self._conn.connect_socket(sock, timeout)
 
         return self._hand_over(_start)
@@ -870,6 +901,8 @@ def connect(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     name: str | None = None,
     reconnect: ReconnectPolicy | None = None,
+    ssl: SSLContext | bool | None = None,
+    server_hostname: str | None = None,
 ) -> Client:
     """Connect to a QMP server and return a ready :class:`Client` (blocking).
 
@@ -881,6 +914,8 @@ def connect(
         max_line_bytes: the longest line accepted from the peer.
         name: how errors and logs name the connection (default: ``address``).
         reconnect: the reconnect policy (default: none).
+        ssl: TLS settings, as :meth:`Client.connect`'s.
+        server_hostname: as :meth:`Client.connect`'s.
 
     Raises:
         ConnectError, OperationTimeout, ProtocolError: as :meth:`Client.connect`'s
@@ -889,7 +924,8 @@ def connect(
     client = Client(reactor, window=window, max_line_bytes=max_line_bytes, name=name,
                     reconnect=reconnect)
     try:
-        client.connect(address, timeout=timeout).result()
+        client.connect(address, timeout=timeout, ssl=ssl,
+                       server_hostname=server_hostname).result()
     except BaseException:
         client.close()
         raise

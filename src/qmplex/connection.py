@@ -63,6 +63,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import tls
 from .core.framing import DEFAULT_MAX_LINE_BYTES
 from .core.messages import Event, Greeting, QMPVersion, Reply, StaleReply
 from .core.protocol import Protocol as QMPProtocol
@@ -82,6 +83,7 @@ from .events import DispatchTable, EventFilter, Subscription
 from .futures import _DONE, _FAILED, Future
 from .metrics import FOLD_AT, LatencyBook, Outcome
 from .redact import redact_arguments
+from .tls import TLSConfig
 
 if TYPE_CHECKING:
     from .reactor import Reactor, TimerHandle
@@ -276,7 +278,7 @@ class Connection:
                  "_segments", "_writing", "_debug", "_established",
                  "commands_sent", "completed", "failed", "events_received",
                  "events_dropped", "stale_replies", "latencies", "want_done", "clock",
-                 "__weakref__")
+                 "tls", "_handshaking", "__weakref__")
 
     def __init__(self, reactor: Reactor, table: DispatchTable, listener: Listener, *,
                  name: str, window: int = DEFAULT_WINDOW,
@@ -323,10 +325,14 @@ class Connection:
         self.latencies = LatencyBook()
         self.want_done = False  # the client has on_command hooks: report each outcome
         self.clock = reactor.clock  # the reactor's clock, for latencies
+        #: TLS settings of :meth:`connect` (kept for reconnections); None: plain.
+        self.tls: TLSConfig | None = None
+        self._handshaking = False  # the TLS handshake is under way
 
     # ----------------------------------------------------------------- connect
     def connect(self, address: Address, timeout: float | None) -> Future[QMPVersion]:
-        """Connect, read the greeting and negotiate (see ``Client.connect``)."""
+        """Connect, read the greeting and negotiate (see ``Client.connect``), over TLS
+        when :attr:`tls` is set."""
         fut = self._begin_connect(address, timeout)
         try:
             if isinstance(address, tuple):
@@ -383,7 +389,7 @@ class Connection:
             return
         err = sock.connect_ex(target)
         if err in (0, errno.EISCONN):
-            self.reactor.add_reader(self.fd, self._on_readable)
+            self._on_socket_connected()
         elif err == errno.EAGAIN and sock.family == socket.AF_UNIX:
             # A Unix listener's backlog is full: nothing is in progress, try again
             # (bounded by the connect timeout).
@@ -407,14 +413,80 @@ class Connection:
             self._fail_connect(ConnectError(
                 f"{self.name}: cannot connect to {self.address!r}: {os.strerror(err)}"), exc)
             return
-        self.reactor.add_reader(self.fd, self._on_readable)
+        self._on_socket_connected()
+
+    def _on_socket_connected(self) -> None:
+        """The socket is connected: read the greeting, after a TLS handshake if any."""
+        sock = self._sock
+        assert sock is not None
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait
+        config = self.tls
+        if config is None:
+            self.reactor.add_reader(self.fd, self._on_readable)
+            return
+        try:
+            wrapped = tls.wrap(sock, config)
+        except (OSError, ValueError) as exc:
+            self._fail_connect(ConnectError(
+                f"{self.name}: cannot start TLS with {self.address!r}: {exc}"), exc)
+            return
+        self._sock = wrapped  # the plain socket object is detached: same descriptor
+        self._handshaking = True
+        self._handshake()
+
+    def _handshake(self) -> None:
+        """Advance the TLS handshake (again when the socket is ready as it asked)."""
+        sock = self._sock
+        if sock is None or not self._handshaking:
+            return
+        reactor = self.reactor
+        try:
+            wait = tls.handshake_step(sock)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            self._handshaking = False
+            reactor.remove_reader(self.fd)
+            reactor.remove_writer(self.fd)
+            self._fail_connect(ConnectError(
+                f"{self.name}: {tls.describe_failure(exc)}"), exc)
+            return
+        if wait == "read":
+            reactor.remove_writer(self.fd)
+            reactor.add_reader(self.fd, self._handshake)
+        elif wait == "write":
+            reactor.remove_reader(self.fd)
+            reactor.add_writer(self.fd, self._handshake)
+        else:
+            self._handshaking = False
+            reactor.remove_writer(self.fd)
+            stream = tls.TLSStream(sock)
+            self._sock_recv = stream.recv
+            self._sock_send = stream.send
+            reactor.add_reader(self.fd, self._on_readable)
+            if self._debug:
+                logger.debug("%s: TLS established (%s)", self.name,
+                             tls.describe_session(sock))
+
+    def _tls_refused(self, exc: OSError | None) -> bool:
+        """Fail the connect if a TLS server ended the connection before its greeting
+        (how a server refuses the client's certificate); False if that is not the case."""
+        proto = self.proto
+        if self.tls is None or self.state is not _CONNECTING or proto is None \
+                or proto.version is not None:
+            return False
+        alert = f" ({getattr(exc, 'reason', None) or exc})" if exc is not None else ""
+        self._fail_connect(ConnectError(
+            f"{self.name}: {tls.REFUSED_HINT}{alert}"), exc)
+        return True
 
     def _on_connect_timeout(self, timeout: float) -> None:
         self._connect_timer = None
         if self.state is not _CONNECTING:
             return
         proto = self.proto
-        if proto is None or proto.version is None:
+        if self._handshaking:
+            stage = "the TLS handshake"
+        elif proto is None or proto.version is None:
             stage = ("the greeting; QEMU serves one client at a time on a monitor "
                      "socket, so another client may be holding it")
         else:
@@ -660,10 +732,13 @@ class Connection:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self.lost(ConnectionLost(f"receive failed: {exc}", connection=self.name), exc)
+            if not self._tls_refused(exc):
+                self.lost(ConnectionLost(f"receive failed: {exc}", connection=self.name), exc)
             return
         if not data:
-            self.lost(ConnectionLost("the peer closed the connection", connection=self.name))
+            if not self._tls_refused(None):
+                self.lost(ConnectionLost("the peer closed the connection",
+                                         connection=self.name))
             return
         proto = self.proto
         assert proto is not None
@@ -871,6 +946,7 @@ class Connection:
         self._sock = None
         self._sock_recv = _no_recv
         self._sock_send = _no_send
+        self._handshaking = False
         if sock is not None:
             fd = self.fd
             self.fd = -1
