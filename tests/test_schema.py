@@ -592,11 +592,11 @@ def test_call_rejects_before_sending(schema: Schema) -> None:
     client = FakeClient()
     call = CallNamespace(client, schema)
     with pytest.raises(ValidationError, match="blockdev-add: bogus: unknown argument"):
-        call.blockdev_add(driver="null-co", node_name="b0", bogus=1)
+        call.blockdev_add(driver="null-co", node_name="b0", bogus=1)  # type: ignore[call-overload]
     with pytest.raises(ValidationError, match="device_del: id: missing required argument"):
-        call.device_del()
+        call.device_del()  # type: ignore[call-overload]
     with pytest.raises(ValidationError, match="blockdev-ad: unknown command"):
-        call.blockdev_ad(driver="null-co")
+        call.blockdev_ad(driver="null-co")  # type: ignore[attr-defined]
     with pytest.raises(ValidationError, match=r"query-status: cannot be sent out of band"):
         call.query_status(_oob=True)
     assert client.calls == []
@@ -621,7 +621,7 @@ def test_call_options_and_positional_mapping(schema: Schema) -> None:
     with pytest.raises(ValidationError, match="blockdev-add: node-name: argument given twice"):
         call.blockdev_add({"node-name": "a"}, driver="null-co", node_name="b")
     with pytest.raises(TypeError, match="unknown option '_timout'"):
-        call.query_status(_timout=1)
+        call.query_status(_timout=1)  # type: ignore[call-arg]
     bad: Any = ["not", "a", "mapping"]
     with pytest.raises(ValidationError, match="positional argument must be a mapping"):
         call.query_status(bad)
@@ -631,7 +631,7 @@ def test_call_options_and_positional_mapping(schema: Schema) -> None:
 def test_call_keyword_escape(schema: Schema) -> None:
     client = FakeClient()
     call = CallNamespace(client, None)
-    call.some_command(if_="eth0", in_="x", match="m")
+    call.some_command(if_="eth0", in_="x", match="m")  # type: ignore[attr-defined]
     assert client.calls[0][:2] == ("some-command", {"if": "eth0", "in": "x", "match": "m"})
 
 
@@ -654,7 +654,7 @@ def test_call_without_schema_uses_the_rules() -> None:
     client = FakeClient()
     call = CallNamespace(client, None)
     assert call.schema is None
-    call.blockdev_add(driver="null-co", node_name="b0", bogus=1)  # not validated
+    call.blockdev_add(driver="null-co", node_name="b0", bogus=1)  # type: ignore[call-overload]  # not validated
     call.device_add(driver="scsi-hd", id="d0", drive="b0", scsi_id=1)
     call.netdev_add(type="tap", id="n0", vnet_hdr=True)
     call.human_monitor_command(command_line="info status")
@@ -686,9 +686,9 @@ def test_call_dir_and_private_names(schema: Schema) -> None:
         assert name in names
     assert "blockdev-add" not in names
     with pytest.raises(AttributeError):
-        call._private  # noqa: B018
+        call._private  # type: ignore[attr-defined]  # noqa: B018
     with pytest.raises(AttributeError):
-        call.__wrapped__  # noqa: B018
+        call.__wrapped__  # type: ignore[attr-defined]  # noqa: B018
     assert "blockdev_add" not in dir(CallNamespace(FakeClient(), None))
 
 
@@ -834,7 +834,7 @@ def test_with_a_real_client_over_the_fake_server(info: list[dict[str, Any]]) -> 
             assert call.schema is schema
             assert call.query_status().result(timeout=5)["status"] == "prelaunch"
             with pytest.raises(ValidationError, match="query-status: verbose: unknown"):
-                call.query_status(verbose=True)
+                call.query_status(verbose=True)  # type: ignore[call-arg]
             assert call.blockdev_add(driver="null-co", node_name="b0").result(timeout=5) == {}
             names = [m.get("execute") for m in srv.received]
             assert names == ["qmp_capabilities", "query-target", "query-qmp-schema",

@@ -119,11 +119,11 @@ def test_validation_rejects_before_sending(client: Client) -> None:
     call = CallNamespace(client, schema)
     sent = client.commands_sent
     with pytest.raises(ValidationError, match="blockdev-add: bogus: unknown argument"):
-        call.blockdev_add(driver="null-co", node_name="b1", bogus=1)
+        call.blockdev_add(driver="null-co", node_name="b1", bogus=1)  # type: ignore[call-overload]
     with pytest.raises(ValidationError, match="blockdev-add: size: expected int"):
-        call.blockdev_add(driver="null-co", node_name="b1", size="1G")
+        call.blockdev_add(driver="null-co", node_name="b1", size="1G")  # type: ignore[call-overload]
     with pytest.raises(ValidationError, match="unknown command"):
-        call.blockdev_ad(driver="null-co")
+        call.blockdev_ad(driver="null-co")  # type: ignore[attr-defined]
     assert client.commands_sent == sent  # nothing went out
     # the connection is still fine
     assert call.query_status().result(timeout=10)["status"] == "prelaunch"

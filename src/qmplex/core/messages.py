@@ -9,10 +9,13 @@ here does I/O or calls anyone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..typed.view import EventData
 
 try:  # CPython's C accessor for named tuple fields (what namedtuple uses)
     from collections import _tuplegetter as _item_getter  # type: ignore[attr-defined]
@@ -131,6 +134,7 @@ class Event(tuple[str, dict[str, Any], Any]):
     ``Event(name, data, timestamp)`` makes one. It is a tuple underneath (built once per
     delivered event, it is the cheapest immutable object CPython makes); use the
     attributes, not the items. Events compare equal when name, data and timestamp do.
+    :meth:`typed` gives a typed view of the data, made only when asked for.
     """
 
     __slots__ = ()
@@ -162,6 +166,22 @@ class Event(tuple[str, dict[str, Any], Any]):
         if type(raw) is float:
             return raw
         return _wire_timestamp(raw)
+
+    def typed(self) -> EventData:
+        """A typed view of :attr:`data` (:mod:`qmplex.typed`), made on each call.
+
+        The view's class is the event's (``DEVICE_DELETED`` ->
+        :class:`qmplex.typed.DeviceDeletedData`, with ``device`` and ``path``), or
+        :class:`qmplex.typed.EventData` for an event QEMU 11.1.3's schema does not have;
+        its ``raw`` is :attr:`data` itself. Narrow it with ``isinstance`` or ``match``
+        (``case DeviceDeletedData(device=dev):``), or make the class you expect
+        directly: ``DeviceDeletedData(event.data)``. The first call imports
+        :mod:`qmplex.typed`.
+        """
+        make = _typed_event_data
+        if make is None:
+            make = _load_typed_event_data()
+        return make(self[0], self[1])
 
     @classmethod
     def from_message(cls, msg: Mapping[str, Any]) -> Event:
@@ -211,6 +231,19 @@ class Event(tuple[str, dict[str, Any], Any]):
     def __getnewargs__(self) -> tuple[str, dict[str, Any], float]:
         """The constructor's arguments, so that events pickle and copy."""
         return self[0], self[1], self.timestamp
+
+
+# qmplex.typed.event_data, imported by the first Event.typed() (an import statement in
+# the method would cost a microsecond on every call).
+_typed_event_data: Callable[[str, dict[str, Any]], EventData] | None = None
+
+
+def _load_typed_event_data() -> Callable[[str, dict[str, Any]], EventData]:
+    global _typed_event_data
+    from ..typed import event_data
+
+    _typed_event_data = event_data
+    return event_data
 
 
 def _wire_timestamp(raw: Any) -> float:

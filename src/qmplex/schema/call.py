@@ -21,8 +21,11 @@ from .validate import show
 if TYPE_CHECKING:
     from ..events import EventFilter
     from ..futures import Future
+    from ._generated_call import Commands
     from .executor import SchemaClient
     from .model import Argument, Schema
+else:
+    Commands = object  # the typed attributes exist for type checkers only
 
 __all__ = ["Call", "CallNamespace"]
 
@@ -127,7 +130,7 @@ class Call:
                                     oob=_oob, fds=_fds)
 
 
-class CallNamespace:
+class CallNamespace(Commands):
     """Every QMP command as an attribute: ``client.call.<python_name>(...)``.
 
     ``client.call.blockdev_add(driver="null-co", node_name="b0")`` runs
@@ -138,6 +141,15 @@ class CallNamespace:
     Without a schema (none loaded yet) names are mapped by the rules of
     :func:`~qmplex.names.wire_name` and nothing is validated: QEMU then reports the
     errors.
+
+    For type checkers, each command of QEMU 11.1.3's schema is an attribute with the
+    command's signature (generated into ``qmplex/schema/_generated_call.pyi``): mypy
+    checks keyword argument names, their types (an enum is a ``Literal`` of its
+    values, a nested object any mapping) and which are required, with one overload per
+    variant of a union such as ``blockdev-add``'s ``driver``. Positional wire-spelled
+    mappings are not checked. A name that is not a command of that schema is an error
+    for mypy (at run time it is sent all the same); reach such commands by their wire
+    name, ``client.call["x-new-command"](...)``, which is not checked.
 
     Args:
         client: the client to execute on.
@@ -155,7 +167,7 @@ class CallNamespace:
         """The schema used for names and validation (None: none loaded)."""
         return self._schema
 
-    def __getattr__(self, name: str) -> Call:
+    def _command(self, name: str) -> Call:
         """``client.call.blockdev_add``: the command whose Python name this is (mapped by
         :func:`~qmplex.names.wire_name` against the schema's command names).
 
@@ -167,6 +179,11 @@ class CallNamespace:
         schema = self._schema
         wire = wire_name(name, schema.command_names if schema is not None else None)
         return Call(self._client, schema, wire)
+
+    # Hidden from type checkers, which see the typed attributes of Commands instead, so
+    # that a misspelt command is an error for them.
+    if not TYPE_CHECKING:
+        __getattr__ = _command
 
     def __getitem__(self, name: str) -> Call:
         """``client.call["query-status"]``: the command by its exact wire name."""
