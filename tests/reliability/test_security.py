@@ -1,16 +1,21 @@
-"""Security: secrets never reach the debug log; the sockets the library's tools create
-live in private (0700) directories that are removed on exit; every file descriptor we
-duplicate to pass (SCM_RIGHTS) is closed on every path, the error paths included."""
+"""Security: secrets never reach the debug log, an error message or a repr (the schema's
+validation and the typed operations' checks quote values only where the redaction rules
+allow); the sockets the library's tools create live in private (0700) directories that
+are removed on exit; every file descriptor we duplicate to pass (SCM_RIGHTS) is closed
+on every path, the error paths included."""
 
 from __future__ import annotations
 
 import gc
+import gzip
+import json
 import logging
 import os
 import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +24,13 @@ from qmplex import (
     ClientState,
     ConnectionLost,
     Reactor,
+    Schema,
     StateError,
     Timeout,
     ValidationError,
 )
+from qmplex.ops import args as ops_args
+from qmplex.schema import CallNamespace
 
 from .helpers import FakeClock, FastPeer, auto_pair
 
@@ -41,8 +49,16 @@ SECRET_COMMANDS: list[tuple[str, dict[str, object], str]] = [
     ("human-monitor-command", {"command-line": f"object_add secret,id=s,data={SECRET}"},
      "object_add"),
     ("qom-set", {"path": "/objects/x", "property": "password", "value": SECRET}, "/objects/x"),
+    ("qom-set", {"path": "/objects/sec0", "property": "data", "value": SECRET}, "/objects/sec0"),
     ("transaction", {"actions": [{"type": "x", "data": {"passphrase": SECRET}}]}, "actions"),
     ("blockdev-add", {"driver": "luks", "node-name": "n0", "key-secret": SECRET}, "luks"),
+    ("blockdev-add", {"driver": "http", "node-name": "n1", "url": "http://h/", "cookie": SECRET},
+     "http://h/"),
+    ("x-blockdev-amend", {"job-id": "j0", "node-name": "n0", "options": {
+        "driver": "luks", "state": "active", "new-secret": SECRET, "old-secret": SECRET}}, "j0"),
+    ("sev-inject-launch-secret", {"packet-header": "hdr", "secret": SECRET}, "hdr"),
+    ("netdev_add", {"type": "l2tpv3", "id": "l0", "src": "a", "dst": "b", "txsession": 1,
+                    "rxcookie": SECRET, "txcookie": SECRET, "cookie64": True}, "l2tpv3"),
 ]
 
 
@@ -95,6 +111,150 @@ def test_nothing_is_formatted_when_debug_is_off(caplog: pytest.LogCaptureFixture
         assert SECRET not in caplog.text
         client.close()
         p.close()
+
+
+# ---------------------------------------------------------- validation messages
+DATA = Path(__file__).parent.parent / "data"
+SECRET_INT = 424242  # the issue's example: object-add: data: ... 424242
+
+
+def _schemas() -> list[tuple[str, Schema]]:
+    old = json.loads((DATA / "qmp-schema-7.2.json").read_text())
+    new = json.loads(gzip.decompress((DATA / "qmp-schema-11.1.3.json.gz").read_bytes()))
+    return [("7.2", Schema.from_introspection(old)), ("11.1.3", Schema.from_introspection(new))]
+
+
+SCHEMAS = _schemas()
+
+# Arguments that fail validation at a secret (the path in the message): before
+# redaction, each message quoted the secret's value.
+INVALID_SECRETS: list[tuple[str, dict[str, Any], str]] = [
+    ("set_password", {"protocol": "vnc", "password": SECRET.encode()}, "password"),
+    ("set_password", {"protocol": "vnc", "password": SECRET_INT}, "password"),
+    ("change-vnc-password", {"password": SECRET.encode()}, "password"),
+    ("object-add", {"qom-type": "secret", "id": "s0", "data": SECRET_INT}, "data"),
+    ("object-add", {"qom-type": "secret", "id": "s0", "data": "x", "iv": SECRET_INT}, "iv"),
+    ("object-add", {"qom-type": "secret_keyring", "id": "s0", "serial": 1, "iv": SECRET_INT},
+     "iv"),
+    ("human-monitor-command", {"command-line": f"set_password vnc {SECRET}".encode()},
+     "command-line"),
+    ("human-monitor-command", {"command-line": f"object_add secret,data={SECRET}".encode()},
+     "command-line"),
+    ("blockdev-add", {"driver": "luks", "node-name": "n0", "file": "f0",
+                      "key-secret": SECRET_INT}, "key-secret"),
+    ("blockdev-add", {"driver": "http", "node-name": "n0", "url": "http://h/",
+                      "cookie": SECRET_INT}, "cookie"),
+    ("blockdev-add", {"driver": "qcow2", "node-name": "n0", "file": "f0",
+                      "encrypt": {"format": "luks", "key-secret": SECRET_INT}},
+     "encrypt.key-secret"),
+    ("blockdev-create", {"job-id": "j0", "options": {"driver": "luks", "file": "f0", "size": 1,
+                                                     "key-secret": SECRET_INT}},
+     "options.key-secret"),
+    ("x-blockdev-amend", {"job-id": "j0", "node-name": "n0", "options": {
+        "driver": "luks", "state": "active", "new-secret": SECRET_INT}}, "options.new-secret"),
+    ("x-blockdev-amend", {"job-id": "j0", "node-name": "n0", "options": {
+        "driver": "luks", "state": "active", "old-secret": SECRET_INT}}, "options.old-secret"),
+    ("sev-inject-launch-secret", {"packet-header": "h", "secret": SECRET.encode()}, "secret"),
+    ("netdev_add", {"type": "l2tpv3", "id": "l0", "src": "a", "dst": "b", "txsession": 1,
+                    "rxcookie": SECRET}, "rxcookie"),
+]
+
+
+def _assert_no_secret(text: str) -> None:
+    for shown in (SECRET, str(SECRET_INT), repr(SECRET.encode())):
+        assert shown not in text, text
+
+
+@pytest.mark.parametrize(("version", "schema"), SCHEMAS, ids=[v for v, _ in SCHEMAS])
+@pytest.mark.parametrize(("command", "arguments", "path"), INVALID_SECRETS,
+                         ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(INVALID_SECRETS)])
+def test_validation_never_quotes_a_secret(version: str, schema: Schema, command: str,
+                                          arguments: dict[str, Any], path: str) -> None:
+    if not schema.has_command(command):
+        pytest.skip(f"QEMU {version} has no {command}")
+    with pytest.raises(ValidationError) as info:
+        schema.validate(command, arguments)
+    message = str(info.value)
+    assert message.startswith(f"{command}: {path}: "), message
+    assert "<redacted>" in message
+    _assert_no_secret(message)
+    _assert_no_secret(repr(info.value))
+    # client.call validates the same way, and sends nothing.
+    sent: list[str] = []
+
+    class Recorder:
+        version = None
+
+        def execute(self, name: str, *args: Any, **kwargs: Any) -> Any:
+            sent.append(name)
+
+    with pytest.raises(ValidationError) as info:
+        CallNamespace(Recorder(), schema)[command](arguments)
+    _assert_no_secret(str(info.value))
+    assert "<redacted>" in str(info.value) and sent == []
+
+
+@pytest.mark.parametrize(("version", "schema"), SCHEMAS, ids=[v for v, _ in SCHEMAS])
+def test_validation_still_quotes_what_is_not_secret(version: str, schema: Schema) -> None:
+    with pytest.raises(ValidationError, match=r"set_password: connected: 'kep' is not a valid "
+                                              r"value \(did you mean 'keep'\?\)"):
+        schema.validate("set_password", {"protocol": "vnc", "password": SECRET,
+                                         "connected": "kep"})
+    with pytest.raises(ValidationError, match="blockdev-add: size: expected int, got str '1G'"):
+        schema.validate("blockdev-add", {"driver": "null-co", "node-name": "n0", "size": "1G"})
+    with pytest.raises(ValidationError, match="human-monitor-command: command-line: expected "
+                                              "str, got bytes b'info version'"):
+        schema.validate("human-monitor-command", {"command-line": b"info version"})
+    # The kind of a secret is not secret.
+    with pytest.raises(ValidationError,
+                       match="set_password: password: expected str, got bytes <redacted>$"):
+        schema.validate("set_password", {"protocol": "vnc", "password": SECRET.encode()})
+
+
+def test_a_value_in_the_wrong_place_is_never_quoted() -> None:
+    _, schema = SCHEMAS[-1]
+    with pytest.raises(ValidationError) as info:
+        schema.validate("set_password", SECRET)  # type: ignore[arg-type]
+    assert str(info.value) == ("set_password: arguments must be an object (a mapping), "
+                               "got str")
+    with pytest.raises(ValidationError) as info:
+        CallNamespace(Client(), schema).set_password(SECRET)  # type: ignore[call-overload]
+    assert str(info.value).endswith("must be a mapping of wire names to values, got str")
+
+
+def test_typed_operations_never_quote_a_secret() -> None:
+    client = Client()  # the checks run before anything is sent
+    with pytest.raises(ValidationError) as info:
+        client.monitor.human_monitor_command(f"set_password vnc {SECRET}".encode())  # type: ignore[arg-type]
+    assert str(info.value) == ("human_monitor_command: command_line must be a non-empty "
+                               "string, not bytes <redacted>")
+    with pytest.raises(ValidationError) as info:
+        client.qom.qom_set("/objects/s0", "", SECRET)
+    _assert_no_secret(str(info.value))
+    # The checks of qmplex.ops.args, for any operation and argument the rules cover.
+    checks = [
+        (ops_args.check_str, "set_password", "password", SECRET.encode()),
+        (ops_args.check_id, "change_vnc_password", "password", SECRET_INT),
+        (ops_args.check_id, "blockdev_add", "key_secret", SECRET_INT),
+        (ops_args.check_int, "netdev_add", "rxcookie", SECRET),
+        (ops_args.check_bool, "x_blockdev_amend", "new_secret", SECRET),
+        (ops_args.check_topology_id, "object_add", "passphrase", SECRET),
+    ]
+    for check, op, what, value in checks:
+        with pytest.raises(ValidationError) as info:
+            check(op, what, value)  # type: ignore[operator]
+        assert f"{op}: {what} must be" in str(info.value)
+        assert "<redacted>" in str(info.value)
+        _assert_no_secret(str(info.value))
+    with pytest.raises(ValidationError, match="password must be at least 0, not int <redacted>"):
+        ops_args.check_int("set_password", "password", -SECRET_INT, 0)
+    # Not secret: quoted as before.
+    with pytest.raises(ValidationError, match="node_name must be a string, not 5"):
+        ops_args.check_str("blockdev_add", "node_name", 5)
+    with pytest.raises(ValidationError, match="command_line must be a non-empty string, "
+                                              "not b'info version'"):
+        client.monitor.human_monitor_command(b"info version")  # type: ignore[arg-type]
+    client.close()
 
 
 # -------------------------------------------------------------- private sockets

@@ -12,24 +12,35 @@ import os
 import re
 
 from ..errors import ValidationError
-from ..names import wire_name
+from ..names import UNDERSCORE_COMMANDS, wire_name
+from ..redact import REDACTED, is_redacted
 
 __all__ = ["wire_name"]
 
 _DECIMAL = re.compile(r"[0-9]+\Z")
 
 
+def _shown(op: str, what: str, value: object) -> str:
+    """``repr(value)`` for a message, or its type and ``<redacted>`` when the redaction
+    rules (:mod:`qmplex.redact`, applied to the operation's command) hide it."""
+    command = wire_name(op, underscored=UNDERSCORE_COMMANDS)
+    if is_redacted(command, {wire_name(what): value}, (wire_name(what),)):
+        return f"{type(value).__name__} {REDACTED}"
+    return repr(value)
+
+
 def check_id(op: str, what: str, value: object) -> str:
     """A non-empty string (an id, a path, a name)."""
     if not isinstance(value, str) or not value:
-        raise ValidationError(f"{op}: {what} must be a non-empty string, not {value!r}")
+        raise ValidationError(f"{op}: {what} must be a non-empty string, "
+                              f"not {_shown(op, what, value)}")
     return value
 
 
 def check_str(op: str, what: str, value: object) -> str:
     """A string, maybe empty."""
     if not isinstance(value, str):
-        raise ValidationError(f"{op}: {what} must be a string, not {value!r}")
+        raise ValidationError(f"{op}: {what} must be a string, not {_shown(op, what, value)}")
     return value
 
 
@@ -41,16 +52,17 @@ def check_opt_str(op: str, what: str, value: object) -> str | None:
 def check_bool(op: str, what: str, value: object) -> bool:
     """A bool (not merely a truthy value)."""
     if not isinstance(value, bool):
-        raise ValidationError(f"{op}: {what} must be a bool, not {value!r}")
+        raise ValidationError(f"{op}: {what} must be a bool, not {_shown(op, what, value)}")
     return value
 
 
 def check_int(op: str, what: str, value: object, minimum: int | None = None) -> int:
     """An int (not a bool), at least ``minimum`` when given."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValidationError(f"{op}: {what} must be an integer, not {value!r}")
+        raise ValidationError(f"{op}: {what} must be an integer, not {_shown(op, what, value)}")
     if minimum is not None and value < minimum:
-        raise ValidationError(f"{op}: {what} must be at least {minimum}, not {value}")
+        raise ValidationError(f"{op}: {what} must be at least {minimum}, "
+                              f"not {_shown(op, what, value)}")
     return value
 
 
@@ -80,6 +92,7 @@ def check_topology_id(op: str, what: str, value: object) -> int | None:
         return None
     if isinstance(value, str):
         if not _DECIMAL.match(value):
-            raise ValidationError(f"{op}: {what} must be a decimal number, not {value!r}")
+            raise ValidationError(f"{op}: {what} must be a decimal number, "
+                                  f"not {_shown(op, what, value)}")
         return int(value)
     return check_int(op, what, value, 0)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
 from ..names import python_name, wire_name
-from .validate import show
+from .validate import kind_name
 
 if TYPE_CHECKING:
     from ..events import EventFilter
@@ -106,8 +106,9 @@ class Call:
         args: dict[str, Any] = {}
         if arguments is not None:
             if not isinstance(arguments, Mapping):
+                # The kind only: a value in the wrong place may be anything, a secret too.
                 raise ValidationError(f"{name}: the positional argument must be a mapping "
-                                      f"of wire names to values, got {show(arguments)}")
+                                      f"of wire names to values, got {kind_name(arguments)}")
             args.update(arguments)
         if kwargs:
             known: Collection[str] | None = None

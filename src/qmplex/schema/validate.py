@@ -11,7 +11,10 @@ resolve, an ``any`` value, and the extra properties of ``device_add`` (declared
 while QEMU passes every other argument on as a device property) all pass. The first
 problem found raises :class:`~qmplex.errors.ValidationError`, whose message names the
 command, the argument (a dotted path such as ``file.filename`` or
-``capabilities[0].state`` for nested values) and what was expected.
+``capabilities[0].state`` for nested values) and what was expected. A message quotes
+the offending value only when :mod:`qmplex.redact`'s rules do not hide it: a secret
+shows as its kind and ``<redacted>`` (``set_password: password: expected str, got
+bytes <redacted>``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
 from ..names import python_name
+from ..redact import REDACTED, is_redacted
 
 if TYPE_CHECKING:  # the model imports this module; this module only reads the model
     from .model import Schema, _Member
@@ -83,6 +87,12 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
+def kind_name(value: object) -> str:
+    """The JSON kind of a value as messages name it (``str``, ``object``, ``bytes`` ...)."""
+    kind = _kind(value)
+    return KIND_NAMES.get(kind, kind)
+
+
 def show(value: object) -> str:
     """Describe a value for an error message: its JSON kind and a bounded repr."""
     kind = _kind(value)
@@ -93,6 +103,13 @@ def show(value: object) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{name} {text}"
+
+
+def show_secret(value: object) -> str:
+    """Describe a secret value for an error message: its kind only."""
+    kind = _kind(value)
+    name = KIND_NAMES.get(kind, kind)
+    return name if kind in ("object", "array", "null") else f"{name} {REDACTED}"
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
@@ -108,17 +125,38 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
 
 
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
+_Path = tuple[str | int, ...]
+
+
+def path_text(path: _Path) -> str:
+    """``("file", "filename")`` -> ``file.filename``; ``("caps", 0, "state")`` ->
+    ``caps[0].state``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else part
+    return out
 
 
 class _Invalid(Exception):
-    """Internal: one validation problem at ``path`` (turned into ValidationError)."""
+    """Internal: one validation problem at ``path`` (turned into ValidationError).
 
-    def __init__(self, path: str, problem: str) -> None:
+    ``secret_problem`` is the same problem said without the value (None when
+    ``problem`` quotes no value); it is used when the value is a secret.
+    """
+
+    def __init__(self, path: _Path, problem: str, secret_problem: str | None = None) -> None:
         super().__init__(path, problem)
         self.path = path
         self.problem = problem
+        self.secret_problem = secret_problem
+
+
+def _wrong_kind(path: _Path, expected: str, value: object) -> _Invalid:
+    return _Invalid(path, f"expected {expected}, got {show(value)}",
+                    f"expected {expected}, got {show_secret(value)}")
 
 
 # ---------------------------------------------------------------- validation
@@ -138,44 +176,49 @@ def validate_arguments(schema: Schema, command: str,
     if arguments is None:
         arguments = {}
     elif not isinstance(arguments, Mapping):
+        # The kind only: a value given in the wrong place may be anything, a secret too.
         raise ValidationError(f"{command}: arguments must be an object (a mapping), "
-                              f"got {show(arguments)}")
+                              f"got {kind_name(arguments)}")
     meta = schema._meta.get(info.arg_type)
     if meta != "object":
         return  # 'any' (or unresolvable) arguments: QEMU decides
     obj = schema._objects[info.arg_type]
     open_ = command in _OPEN_COMMANDS or (command in _OPEN_UNLESS_UNION and obj.tag is None)
     try:
-        _check_object(schema, info.arg_type, arguments, "", open_)
+        _check_object(schema, info.arg_type, arguments, (), open_)
     except _Invalid as exc:
-        where = f"{exc.path}: " if exc.path else ""
-        raise ValidationError(f"{command}: {where}{exc.problem}") from None
+        where = f"{path_text(exc.path)}: " if exc.path else ""
+        problem = exc.problem
+        if exc.secret_problem is not None and is_redacted(command, arguments, exc.path):
+            problem = exc.secret_problem
+        raise ValidationError(f"{command}: {where}{problem}") from None
 
 
-def _check(schema: Schema, type_name: str, value: Any, path: str) -> None:
+def _check(schema: Schema, type_name: str, value: Any, path: _Path) -> None:
     meta = schema._meta.get(type_name)
     if meta is None:
         return  # unknown type: do not guess
     if meta == "builtin":
         kinds = _KINDS_OF_JSON_TYPE.get(schema._builtins[type_name], _ALL_KINDS)
         if _kind(value) not in kinds:
-            raise _Invalid(path, f"expected {schema.describe(type_name)}, got {show(value)}")
+            raise _wrong_kind(path, schema.describe(type_name), value)
     elif meta == "enum":
         values = schema._enums[type_name]
         if not isinstance(value, str):
-            raise _Invalid(path, f"expected {schema.describe(type_name)}, got {show(value)}")
+            raise _wrong_kind(path, schema.describe(type_name), value)
         if value not in values:
+            expected = f"; expected one of: {', '.join(values)}"
             raise _Invalid(path, f"{value!r} is not a valid value{suggest(value, values)}"
-                                 f"; expected one of: {', '.join(values)}")
+                                 f"{expected}", f"{REDACTED} is not a valid value{expected}")
     elif meta == "array":
         if _kind(value) != "array":
-            raise _Invalid(path, f"expected {schema.describe(type_name)}, got {show(value)}")
+            raise _wrong_kind(path, schema.describe(type_name), value)
         element = schema._arrays[type_name]
         for i, item in enumerate(value):
-            _check(schema, element, item, f"{path}[{i}]")
+            _check(schema, element, item, (*path, i))
     elif meta == "object":
         if not isinstance(value, Mapping):
-            raise _Invalid(path, f"expected object, got {show(value)}")
+            raise _wrong_kind(path, "object", value)
         _check_object(schema, type_name, value, path, False)
     elif meta == "alternate":
         _check_alternate(schema, type_name, value, path)
@@ -198,11 +241,11 @@ def _kinds(schema: Schema, type_name: str, depth: int = 0) -> frozenset[str]:
     return _ALL_KINDS
 
 
-def _check_alternate(schema: Schema, type_name: str, value: Any, path: str) -> None:
+def _check_alternate(schema: Schema, type_name: str, value: Any, path: _Path) -> None:
     kind = _kind(value)
     matching = [m for m in schema._alternates[type_name] if kind in _kinds(schema, m)]
     if not matching:
-        raise _Invalid(path, f"expected {schema.describe(type_name)}, got {show(value)}")
+        raise _wrong_kind(path, schema.describe(type_name), value)
     first: _Invalid | None = None
     for member in matching:
         try:
@@ -215,30 +258,30 @@ def _check_alternate(schema: Schema, type_name: str, value: Any, path: str) -> N
     raise first
 
 
-def _check_object(schema: Schema, type_name: str, value: Mapping[str, Any], path: str,
+def _check_object(schema: Schema, type_name: str, value: Mapping[str, Any], path: _Path,
                   open_: bool) -> None:
     members, variant = _members_for(schema, type_name, value, path)
     if not open_:
         for key in value:
             if not isinstance(key, str):
-                raise _Invalid(path, f"argument names must be strings, got {key!r}")
+                raise _Invalid(path, f"argument names must be strings, got {show(key)}")
             if key not in members:
                 where = f" (with {variant})" if variant else ""
-                raise _Invalid(_join(path, key),
+                raise _Invalid((*path, key),
                                f"unknown argument{suggest(key, members)}; "
                                f"expected one of{where}: {', '.join(members) or '(none)'}")
     for name, member in members.items():
         if member.required and name not in value:
-            raise _Invalid(_join(path, name), f"missing required argument "
-                                              f"(expected {schema.describe(member.type)})")
+            raise _Invalid((*path, name), f"missing required argument "
+                                          f"(expected {schema.describe(member.type)})")
     for name, item in value.items():
         found = members.get(name)
         if found is not None:
-            _check(schema, found.type, item, _join(path, name))
+            _check(schema, found.type, item, (*path, name))
 
 
 def _members_for(schema: Schema, type_name: str, value: Mapping[str, Any],
-                 path: str) -> tuple[dict[str, _Member], str]:
+                 path: _Path) -> tuple[dict[str, _Member], str]:
     """The members an object value may have: the base and its tag's variant.
 
     Returns the members and a description of the selected variant ("" for none).
@@ -249,12 +292,12 @@ def _members_for(schema: Schema, type_name: str, value: Mapping[str, Any],
     tag = obj.members.get(obj.tag)
     if obj.tag not in value:
         if tag is not None and tag.required:
-            raise _Invalid(_join(path, obj.tag), f"missing required argument "
-                                                 f"(expected {schema.describe(tag.type)})")
+            raise _Invalid((*path, obj.tag), f"missing required argument "
+                                             f"(expected {schema.describe(tag.type)})")
         return obj.members, ""
     choice = value[obj.tag]
     if tag is not None:
-        _check(schema, tag.type, choice, _join(path, obj.tag))
+        _check(schema, tag.type, choice, (*path, obj.tag))
     members = dict(obj.members)
     description = f"{obj.tag} {choice!r}"
     case = obj.variants.get(choice) if isinstance(choice, str) else None
