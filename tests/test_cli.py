@@ -7,10 +7,14 @@ import contextlib
 import importlib
 import io
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -180,6 +184,25 @@ def test_exec_greeting_timeout_exits_4() -> None:
     assert done.returncode == EXIT_TIMEOUT
 
 
+def test_connect_timeout_says_another_client_may_hold_the_socket() -> None:
+    # What QEMU's monitor socket does while it serves another client: the connection is
+    # accepted by the kernel (the listen backlog) and no greeting ever comes.
+    tmp = tempfile.mkdtemp(prefix="qmplex-held-")
+    path = os.path.join(tmp, "qmp.sock")
+    try:
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(path)
+            listener.listen(1)
+            done = qmplex_cmd("--connect-timeout", "0.3", "exec", path, "query-status")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert done.returncode == EXIT_TIMEOUT
+    assert done.stderr == (
+        f"OperationTimeout: {path}: connecting to {path!r}: no answer within 0.3 s (waiting "
+        "for the greeting; QEMU serves one client at a time on a monitor socket, so another "
+        "client may be holding it)\n")
+
+
 def test_verbose_logs_the_connection_on_stderr(server: FakeQMPServer) -> None:
     done = qmplex_cmd("-v", "exec", server.path, "query-name")
     assert done.returncode == EXIT_OK
@@ -340,11 +363,75 @@ def test_shell_reads_commands_from_a_pipe(server: FakeQMPServer) -> None:
               "help\n"
               "quit\n")
     done = qmplex_cmd("shell", "--no-history", server.path, input=script)
-    assert done.returncode == EXIT_OK, done.stderr
+    # Every line ran; the exit code is the failed line's, as exec gives it.
+    assert done.returncode == EXIT_COMMAND_ERROR, done.stderr
     assert '"prelaunch"' in done.stdout
     assert "GenericError: Duplicate nodes with node-name='n1'" in done.stderr
     assert "commands known (from query-commands)" in done.stdout
     assert server.commands()[-3:] == ["query-status", "blockdev-add", "blockdev-add"]
+
+
+SCHEMA_7_2 = orjson.loads((Path(__file__).parent / "data" / "qmp-schema-7.2.json").read_bytes())
+
+
+@pytest.fixture
+def schema_server(server: FakeQMPServer) -> FakeQMPServer:
+    """The fake server, answering query-qmp-schema with QEMU 7.2's schema."""
+    server.on("query-qmp-schema", returns=SCHEMA_7_2)
+    return server
+
+
+def test_shell_validates_each_line_against_the_schema(schema_server: FakeQMPServer) -> None:
+    script = ("blockdev-add driver=null-co node-name=n1 bogus=1\n"
+              "query-statuss\n"
+              "device_del\n"
+              "set_password protocol=vnc password=424242\n"
+              "query_status\n"
+              "blockdev-add driver=null-co node-name=n2\n"
+              "help blockdev-add\n")
+    done = qmplex_cmd("shell", "--no-history", schema_server.path, input=script)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.splitlines() == [
+        "ValidationError: blockdev-add: bogus: unknown argument; expected one of (with "
+        "driver 'null-co'): driver, node-name, discard, cache, read-only, auto-read-only, "
+        "force-share, detect-zeroes, size, latency-ns, read-zeroes",
+        "ValidationError: query-statuss: unknown command (did you mean 'query-status' or "
+        "'query-stats' or 'query-colo-status'?)",
+        "ValidationError: device_del: id: missing required argument (expected str)",
+        "ValidationError: set_password: password: expected str, got int <redacted>",
+        "ValidationError: query_status: unknown command (did you mean 'query-status' or "
+        "'query-stats' or 'query-colo-status'?)",
+    ]
+    assert "commands known (from query-qmp-schema)" not in done.stdout  # help COMMAND only
+    assert "blockdev-add driver=<enum> [node-name=<str>]" in done.stdout
+    # Only the valid line reached QEMU (after the shell's own schema load).
+    assert [c for c in schema_server.commands() if c not in (
+        "qmp_capabilities", "query-target", "query-qmp-schema")] == ["blockdev-add"]
+    assert "n2" in schema_server.nodes and "n1" not in schema_server.nodes
+
+
+@pytest.mark.parametrize(("script", "code"), [
+    ("query-status\nquery-name\n", EXIT_OK),
+    ("device_del id=nope\nblockdev-add driver=null-co node-name=n1 x\n", EXIT_COMMAND_ERROR),
+    ("blockdev-add driver=null-co x\ndevice_del id=nope\n", EXIT_USAGE),
+    ('blockdev-add {"driver": \n', EXIT_USAGE),
+    ("query-status\ndevice_del id=nope\n!quit\nquery-name\n", EXIT_COMMAND_ERROR),
+    ("query-status\n!quit\nquery-name\n", EXIT_CONNECTION),
+], ids=["ok", "qemu-error-first", "usage-first", "bad-json", "error-then-lost", "lost"])
+def test_shell_from_a_pipe_exits_with_the_first_failure(server: FakeQMPServer, script: str,
+                                                        code: int) -> None:
+    done = qmplex_cmd("shell", "--no-history", server.path, input=script)
+    assert done.returncode == code, done.stderr
+
+
+def test_shell_from_a_pipe_timeout_exits_4(server: FakeQMPServer) -> None:
+    server.on("query-status", never=True)
+    done = qmplex_cmd("shell", "--no-history", "--timeout", "0.2", server.path,
+                      input="query-status\ndevice_del id=nope\nquery-name\n")
+    assert done.returncode == EXIT_TIMEOUT, done.stderr
+    assert "query-status: timed out after 0.2 s" in done.stderr
+    assert "DeviceNotFound" in done.stderr  # the lines after it ran
+    assert '"name"' in done.stdout or "{}" in done.stdout
 
 
 def test_shell_ends_at_eof_and_reports_a_lost_connection(server: FakeQMPServer) -> None:
@@ -375,6 +462,25 @@ def test_shell_prints_events_above_the_prompt(server: FakeQMPServer, tmp_path: A
         assert term.wait() == EXIT_OK
     finally:
         term.kill()
+
+
+def test_shell_keeps_secrets_out_of_its_history(server: FakeQMPServer, tmp_path: Any) -> None:
+    history = tmp_path / "history"
+    term = Terminal([sys.executable, "-m", "qmplex", "shell", "--history", str(history),
+                     server.path], {**_env(), "TERM": "xterm", "HOME": str(tmp_path)})
+    try:
+        term.expect(PROMPT)
+        term.send("change-vnc-password password=hunter2\r")
+        term.expect(PROMPT)
+        term.send("query-status\r")
+        term.expect(PROMPT)
+        term.send("quit\r")
+        assert term.wait() == EXIT_OK  # at a terminal a failed line does not set the code
+    finally:
+        term.kill()
+    text = history.read_text()
+    assert "query-status" in text
+    assert "hunter2" not in text and "change-vnc-password" not in text
 
 
 def test_shell_waiting_at_the_prompt_ends_when_the_connection_is_lost(

@@ -12,11 +12,13 @@ value it is about to quote is one of them. Redacted:
   lists too;
 - the ``data`` and ``iv`` of ``object-add`` for ``secret`` / ``secret_keyring`` objects
   (also inside the ``props`` of QEMU before 6.0);
-- the ``value`` of ``qom-set`` on a property named like a password or secret, and on
-  the ``data`` or ``iv`` of an object under ``/objects/`` (where secret objects live);
-- the command line of a ``human-monitor-command`` that mentions a password or secret
-  (``set_password vnc PW``, ``change vnc password PW``, ``object_add secret,...``),
-  also when it is given as bytes: only its first word is kept.
+- the ``value`` of ``qom-set`` on a property named like a password, secret or cookie,
+  and on the ``data`` or ``iv`` of an object under ``/objects/`` (where secret objects
+  live);
+- the command line of a ``human-monitor-command`` that mentions a password, passphrase,
+  secret or cookie (:func:`mentions_secret`: ``set_password vnc PW``, ``change vnc
+  password PW``, ``object_add secret,...``), also when it is given as bytes: only its
+  first word is kept.
 
 Names of members of the secrets' own objects (``key-secret`` names a ``secret`` object)
 are redacted too: harmless, and one rule fewer to get wrong. These are rules on names,
@@ -29,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["REDACTED", "is_redacted", "redact_arguments"]
+__all__ = ["REDACTED", "is_redacted", "mentions_secret", "redact_arguments"]
 
 #: What a secret value is replaced with.
 REDACTED = "<redacted>"
@@ -39,15 +41,20 @@ _SECRET_KEYS = frozenset({"password", "passphrase", "secret", "cookie",
 _SECRET_SUFFIXES = ("-password", "-passphrase", "-secret", "-cookie")
 _SECRET_QOM_TYPES = frozenset({"secret", "secret_keyring"})
 # Words that make a whole HMP command line (or a QOM property) secret.
-_SECRET_WORDS = ("password", "passwd", "secret")
+_SECRET_WORDS = ("password", "passwd", "passphrase", "secret", "cookie")
 
 
 def _secret_key(key: object) -> bool:
     return isinstance(key, str) and (key in _SECRET_KEYS or key.endswith(_SECRET_SUFFIXES))
 
 
-def _mentions_secret(text: object) -> bool:
-    """True for a str or bytes that contains a password or secret word."""
+def mentions_secret(text: object) -> bool:
+    """Return True for a str or bytes that contains a word of a secret's name.
+
+    The words are ``password``, ``passwd``, ``passphrase``, ``secret`` and ``cookie``, in
+    any case. An HMP command line that mentions one is redacted whole; the ``qmplex
+    shell`` keeps such lines out of its history file.
+    """
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("latin-1")
     return isinstance(text, str) and any(w in text.lower() for w in _SECRET_WORDS)
@@ -69,7 +76,7 @@ def redact_arguments(name: str, arguments: Mapping[str, Any] | None) -> Any:
         return arguments
     if name == "human-monitor-command":
         line = arguments.get("command-line")
-        if _mentions_secret(line):
+        if mentions_secret(line):
             text = line.decode("latin-1") if isinstance(line, (bytes, bytearray)) else line
             words = str(text).split(None, 1)
             return dict(_redact_dict(arguments, False),
@@ -77,7 +84,7 @@ def redact_arguments(name: str, arguments: Mapping[str, Any] | None) -> Any:
     if name == "qom-set":
         prop = arguments.get("property")
         path = arguments.get("path")
-        if _mentions_secret(prop) or (prop in ("data", "iv") and isinstance(path, str)
+        if mentions_secret(prop) or (prop in ("data", "iv") and isinstance(path, str)
                                       and path.startswith("/objects/")):
             return dict(_redact_dict(arguments, False), value=REDACTED)
     secret_obj = name == "object-add" and arguments.get("qom-type") in _SECRET_QOM_TYPES

@@ -12,7 +12,13 @@ import orjson
 import pytest
 
 import qmplex
-from qmplex.cli import EXIT_COMMAND_ERROR, EXIT_CONNECTION, EXIT_OK
+from qmplex.cli import (
+    EXIT_COMMAND_ERROR,
+    EXIT_CONNECTION,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+)
 from qmplex.qemu import QemuProcess, qemu_or_skip
 
 from ..terminal import PROMPT, Terminal
@@ -31,9 +37,10 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def qmplex_cmd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def qmplex_cmd(*args: str, timeout: float = 30,
+               input: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "qmplex", *args], capture_output=True,
-                          text=True, timeout=timeout, env=_env(), check=False)
+                          text=True, timeout=timeout, env=_env(), check=False, input=input)
 
 
 @pytest.fixture
@@ -162,3 +169,36 @@ def test_shell_ends_when_qemu_quits(vm: QemuProcess, tmp_path: os.PathLike[str])
         assert term.wait() == EXIT_CONNECTION
     finally:
         term.kill()
+
+
+def test_exec_while_another_client_holds_the_socket(binary: str) -> None:
+    # QEMU serves one client per monitor socket: the second waits for a greeting that
+    # comes only when the first leaves, and the connect timeout says so.
+    with QemuProcess(binary) as holder:
+        assert holder.client is not None
+        done = qmplex_cmd("--connect-timeout", "1", "exec", holder.qmp_path, "query-status")
+        assert done.returncode == EXIT_TIMEOUT, done.stderr
+        assert "no answer within 1.0 s (waiting for the greeting; QEMU serves one client " \
+               "at a time on a monitor socket, so another client may be holding it)" \
+               in done.stderr
+        holder.client.close()
+        done = qmplex_cmd("--connect-timeout", "10", "exec", holder.qmp_path, "query-status")
+        assert done.returncode == EXIT_OK, done.stderr
+
+
+def test_shell_from_a_pipe_validates_and_exits_with_the_first_failure(vm: QemuProcess) -> None:
+    script = ("blockdev-add driver=null-co node-name=n0\n"
+              "blockdev-add driver=null-co node-name=n1 size=1G\n"
+              "device_del id=nope\n"
+              "query-named-block-nodes flat=true\n")
+    done = qmplex_cmd("shell", "--no-history", vm.qmp_path, input=script)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.splitlines() == [
+        "ValidationError: blockdev-add: size: expected int, got str '1G'",
+        "DeviceNotFound: Device 'nope' not found",
+    ]
+    nodes = orjson.loads(done.stdout[done.stdout.index("["):])
+    assert [n["node-name"] for n in nodes] == ["n0"]  # n1 was never sent
+    done = qmplex_cmd("shell", "--no-history", vm.qmp_path,
+                      input="device_del id=nope\nblockdev-add driver=null-co bogus=1\n")
+    assert done.returncode == EXIT_COMMAND_ERROR, done.stderr

@@ -20,6 +20,12 @@ taken as JSON when it parses as JSON (``lun=3``, ``read-only=true``,
 ``enable='["oob"]'``) and as a string otherwise (``driver=null-co``); quote a JSON
 string to keep digits a string (``id='"42"'``).
 
+``qmplex shell`` checks each line against the schema it loaded (when the peer has
+``query-qmp-schema``) before sending it. Fed from a pipe or a file, it runs every line
+and exits with the code of the first line that failed (0 if none did), the code
+``exec`` gives the same failure; at a terminal it exits with 0, or 3 when the
+connection was lost.
+
 Exit codes (:data:`EXIT_CODES`):
 
 ====  =======================================================================
@@ -27,7 +33,8 @@ code  meaning
 ====  =======================================================================
 0     success
 1     QEMU answered with an error (printed as ``CLASS: desc`` on stderr)
-2     usage error: unknown option, bad arguments, arguments that are not JSON
+2     usage error: unknown option, bad arguments, arguments that are not JSON, or (in
+      the shell) arguments the schema rejects
 3     connection or protocol error: cannot connect, not a QMP peer, connection lost
 4     timeout: no reply, no greeting, or fewer events than ``--count`` in time
 5     the demo failed: QEMU could not be started, or a check after a phase failed

@@ -52,7 +52,7 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES: Mapping[int, str] = {
     EXIT_OK: "success",
     EXIT_COMMAND_ERROR: "QEMU answered with an error (CLASS: desc on stderr)",
-    EXIT_USAGE: "usage error (bad options or arguments)",
+    EXIT_USAGE: "usage error (bad options or arguments, or arguments the schema rejects)",
     EXIT_CONNECTION: "connection or protocol error (cannot connect, lost, not QMP)",
     EXIT_TIMEOUT: "timeout",
     EXIT_DEMO_FAILED: "the demo failed (QEMU did not start, or a check failed)",

@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="An interactive QMP shell: history, TAB completion of command and "
                     "argument\nnames from the connected QEMU's schema, 'help COMMAND', "
                     "and events printed\nas they arrive. 'quit' or Ctrl-D leaves; '!quit' "
-                    "sends QMP's quit.")
+                    "sends QMP's quit. Each line is\nchecked against the schema before it "
+                    "is sent (a ValidationError is not sent).\nFed from a pipe or a file, "
+                    "it runs every line and exits with the code of the\nfirst line that "
+                    "failed (0 if none did), the code exec gives that failure.")
     p.add_argument("--timeout", type=_positive_float, default=DEFAULT_COMMAND_TIMEOUT,
                    metavar="S", help="seconds to wait for each reply (default: %(default)s)")
     p.add_argument("--history", metavar="FILE",

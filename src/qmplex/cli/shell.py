@@ -1,6 +1,16 @@
 """``qmplex shell``: the interactive QMP shell (history, TAB completion, events shown
 as they arrive).
 
+Each line is checked against the schema the shell loaded for completion (when the peer
+has ``query-qmp-schema``) before anything is sent: a misspelt command or argument, a
+wrong type or enum value is reported as a ``ValidationError`` and QEMU never sees it.
+Fed from a pipe or a file, the shell runs every line and exits with the code of the
+first line that failed (0 if none did), the code ``qmplex exec`` gives the same
+failure: 1 for QEMU's error, 2 for a line that is not ``key=value`` words or JSON or
+that the schema rejects, 3 for a lost connection, 4 for a timeout. At a terminal it
+exits with 0 (3 if the connection was lost). Lines that mention a password, secret or
+cookie (:func:`qmplex.redact.mentions_secret`) are kept out of the history file.
+
 Threads: the main thread reads lines (``input()`` with readline, so Ctrl-C clears the
 line as usual) and waits for each command's result; the client's reactor runs in a
 second thread, which prints events as they arrive and notices a lost connection. The
@@ -30,17 +40,28 @@ import shlex
 import signal
 import sys
 import threading
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..client import Client
 from ..errors import ConnectionLost, QMPError, StateError
 from ..events import Event
 from ..futures import Future
+from ..redact import mentions_secret
 from .arguments import parse_arguments
 from .catalog import CommandInfo, complete_words, help_text, load_catalog
 from .commands import connect
-from .exit_codes import EXIT_CONNECTION, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from .exit_codes import (
+    EXIT_CONNECTION,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    exit_code_for,
+)
 from .render import error_text, event_line, render_json, use_colour
+
+if TYPE_CHECKING:
+    from ..schema import Schema
 
 __all__ = ["Shell", "shell_command"]
 
@@ -54,13 +75,21 @@ class Shell:
         source: where the catalog came from (shown by ``help``).
         ns: the parsed command line (``timeout``, ``color``, ``history``,
             ``no_history``).
+        schema: the peer's schema, which each line is validated against before it is
+            sent (None: no validation, QEMU reports the errors).
+
+    Attributes:
+        status: the exit code of the first line that failed (:data:`EXIT_OK` while
+            none has); what :meth:`loop` returns when stdin is not a terminal.
     """
 
     def __init__(self, client: Client, catalog: dict[str, CommandInfo], source: str,
-                 ns: argparse.Namespace) -> None:
+                 ns: argparse.Namespace, schema: Schema | None = None) -> None:
         self.client = client
         self.catalog = catalog
         self.source = source
+        self.schema = schema
+        self.status = EXIT_OK
         self.timeout: float | None = ns.timeout
         self.interactive = sys.stdin.isatty()
         self.colour = use_colour(ns.color, sys.stdout)
@@ -143,6 +172,15 @@ class Shell:
             except OSError:
                 pass
 
+    def _forget_line(self, line: str) -> None:
+        """Take a line that mentions a secret out of the history (input() added it)."""
+        rl = self._readline
+        if rl is None or not mentions_secret(line):
+            return
+        last = rl.get_current_history_length()
+        if last > 0 and rl.get_history_item(last) == line:
+            rl.remove_history_item(last - 1)
+
     def _save_history(self) -> None:
         if self._readline is not None and self.history:
             try:
@@ -192,8 +230,19 @@ class Shell:
             reactor.call_soon_threadsafe(cancel)
             raise
 
+    def _failed(self, code: int) -> None:
+        """Note a failed line: the first one's code is the exit code (from a pipe)."""
+        if self.status == EXIT_OK:
+            self.status = code
+
     def handle(self, line: str) -> bool:
-        """Run one input line; return False when the shell should end."""
+        """Run one input line; return False when the shell should end.
+
+        A line that fails (cannot be parsed, rejected by the schema, answered with an
+        error, timed out, connection lost) prints why on stderr and sets :attr:`status`
+        if it is the first.
+        """
+        self._forget_line(line)
         line = line.strip()
         if not line or line.startswith("#"):
             return True
@@ -213,12 +262,17 @@ class Shell:
             arguments = parse_arguments(words)
         except (UsageError, ValueError) as exc:
             self.write(f"error: {exc}", sys.stderr)
+            self._failed(EXIT_USAGE)
             return True
         try:
+            if self.schema is not None:
+                self.schema.validate(name, arguments)  # nothing is sent if it fails
             result = self._execute(name, arguments)
         except QMPError as exc:
             self.write(error_text(exc), sys.stderr)
-            return not isinstance(exc, (ConnectionLost, StateError))
+            ended = isinstance(exc, (ConnectionLost, StateError))  # StateError: not connected
+            self._failed(EXIT_CONNECTION if ended else exit_code_for(exc))
+            return not ended
         self.write(render_json(result, self.colour))
         return True
 
@@ -229,7 +283,9 @@ class Shell:
         self.client.reactor.run()
 
     def loop(self) -> int:
-        """Read and run lines until quit, EOF or a lost connection; return the exit code."""
+        """Read and run lines until quit, EOF or a lost connection; return the exit code:
+        from a pipe, the first failed line's (see :attr:`status`), else 0; at a terminal
+        0; :data:`EXIT_CONNECTION` for a lost connection unless a line failed first."""
         self._setup_readline()
         reactor = self.client.reactor
         thread = threading.Thread(target=self._run_reactor, name="qmplex-shell-reactor",
@@ -273,7 +329,10 @@ class Shell:
             reactor.stop()
             thread.join(5)
             self._save_history()
-        return EXIT_CONNECTION if self._lost is not None else EXIT_OK
+        if self._lost is not None:
+            self._failed(EXIT_CONNECTION)
+            return self.status if not self.interactive else EXIT_CONNECTION
+        return self.status if not self.interactive else EXIT_OK
 
 
 def shell_command(ns: argparse.Namespace) -> int:
@@ -282,7 +341,7 @@ def shell_command(ns: argparse.Namespace) -> int:
     try:
         connect(ns, client)
         catalog, source = load_catalog(client, ns.connect_timeout)
-        shell = Shell(client, catalog, source, ns)
+        shell = Shell(client, catalog, source, ns, client.schema)
         # Events that came while connecting and loading were not for the shell (it
         # did not exist); from here on, the reactor thread prints them.
         client.on_event(shell.on_event)
