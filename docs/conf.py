@@ -18,8 +18,11 @@ from __future__ import annotations
 import builtins
 import importlib
 import sys
+import typing
 from typing import Any
 
+from docutils import nodes
+from docutils.statemachine import StringList
 from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
@@ -27,6 +30,8 @@ from sphinx.errors import PycodeError
 from sphinx.pycode import ModuleAnalyzer
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+from sphinx.util.nodes import nested_parse_with_titles
 
 project = "qmplex"
 author = "the qmplex authors"
@@ -114,6 +119,7 @@ PUBLIC_MODULES = [
     "qmplex.schema",
     "qmplex.testing",
     "qmplex.tls",
+    "qmplex.typed",
 ]
 # Names that are not objects with a page entry of their own.
 NOT_DOCUMENTED = {
@@ -288,8 +294,32 @@ def resolve_short_name(app: Sphinx, env: BuildEnvironment, node: Any,
                                matches[0], node, contnode)
 
 
+# ----------------------------------------------------------------- generated aliases
+# autodoc documents the classes a package re-exports, but not its re-exported module
+# constants (it finds those by their assignment in the documented module's source). The
+# enum aliases of qmplex.typed are assigned in its generated module, so this directive
+# lists them, one autodata each, without a hand-kept list to go stale.
+
+
+class TypedAliases(SphinxDirective):
+    """``.. qmplex-typed-aliases::``: an ``autodata`` entry for every ``Literal`` alias
+    in ``qmplex.typed.__all__``."""
+
+    def run(self) -> list[nodes.Node]:
+        """The autodata entries, parsed as if they were written here."""
+        module = importlib.import_module("qmplex.typed")
+        lines: list[str] = []
+        for name in module.__all__:
+            if typing.get_origin(getattr(module, name)) is typing.Literal:
+                lines += [f".. autodata:: {name}", ""]
+        holder = nodes.container()
+        nested_parse_with_titles(self.state, StringList(lines, "qmplex-typed-aliases"), holder)
+        return list(holder.children)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the hooks above."""
+    app.add_directive("qmplex-typed-aliases", TypedAliases)
     app.add_post_transform(UnlinkBuiltinTypes)
     # napoleon handles autodoc-process-docstring at the default priority, 500.
     app.connect("autodoc-process-docstring", remember_attribute_docstring, priority=400)
