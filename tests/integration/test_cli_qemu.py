@@ -171,19 +171,19 @@ def test_shell_ends_when_qemu_quits(vm: QemuProcess, tmp_path: os.PathLike[str])
         term.kill()
 
 
-def test_exec_while_another_client_holds_the_socket(binary: str) -> None:
+def test_exec_while_another_client_holds_the_socket(vm: QemuProcess) -> None:
     # QEMU serves one client per monitor socket: the second waits for a greeting that
     # comes only when the first leaves, and the connect timeout says so.
-    with QemuProcess(binary) as holder:
-        assert holder.client is not None
-        done = qmplex_cmd("--connect-timeout", "1", "exec", holder.qmp_path, "query-status")
-        assert done.returncode == EXIT_TIMEOUT, done.stderr
-        assert "no answer within 1.0 s (waiting for the greeting; QEMU serves one client " \
-               "at a time on a monitor socket, so another client may be holding it)" \
-               in done.stderr
-        holder.client.close()
-        done = qmplex_cmd("--connect-timeout", "10", "exec", holder.qmp_path, "query-status")
-        assert done.returncode == EXIT_OK, done.stderr
+    holder = qmplex.connect(vm.qmp_path, timeout=10)
+    try:
+        done = qmplex_cmd("--connect-timeout", "1", "exec", vm.qmp_path, "query-status")
+    finally:
+        holder.close()
+    assert done.returncode == EXIT_TIMEOUT, done.stderr
+    assert "no answer within 1.0 s (waiting for the greeting; QEMU serves one client at a " \
+           "time on a monitor socket, so another client may be holding it)" in done.stderr
+    done = qmplex_cmd("--connect-timeout", "10", "exec", vm.qmp_path, "query-status")
+    assert done.returncode == EXIT_OK, done.stderr
 
 
 def test_shell_from_a_pipe_validates_and_exits_with_the_first_failure(vm: QemuProcess) -> None:
