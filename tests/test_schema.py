@@ -655,14 +655,15 @@ def test_call_without_schema_uses_the_rules() -> None:
     call = CallNamespace(client, None)
     assert call.schema is None
     call.blockdev_add(driver="null-co", node_name="b0", bogus=1)  # type: ignore[call-overload]  # not validated
-    call.device_add(driver="scsi-hd", id="d0", drive="b0", scsi_id=1)
+    dashed: dict[str, Any] = {"scsi-id": 1}
+    call.device_add(driver="scsi-hd", id="d0", drive="b0", logical_block_size=4096, **dashed)
     call.netdev_add(type="tap", id="n0", vnet_hdr=True)
     call.human_monitor_command(command_line="info status")
     call.system_reset()
     assert client.calls == [
         ("blockdev-add", {"driver": "null-co", "node-name": "b0", "bogus": 1}, DEFAULTS),
-        ("device_add", {"driver": "scsi-hd", "id": "d0", "drive": "b0", "scsi-id": 1},
-         DEFAULTS),
+        ("device_add", {"driver": "scsi-hd", "id": "d0", "drive": "b0",
+                        "logical_block_size": 4096, "scsi-id": 1}, DEFAULTS),
         ("netdev_add", {"type": "tap", "id": "n0", "vnet_hdr": True}, DEFAULTS),
         ("human-monitor-command", {"command-line": "info status"}, DEFAULTS),
         ("system_reset", None, DEFAULTS),
@@ -670,12 +671,39 @@ def test_call_without_schema_uses_the_rules() -> None:
     assert call.device_del.arguments == []
 
 
-def test_call_device_add_properties_with_schema(schema: Schema) -> None:
+def test_call_device_add_properties_keep_their_names(schema: Schema) -> None:
+    # Device properties are spelled both ways (host_mtu, scsi-id): sent as given.
     client = FakeClient()
     call = CallNamespace(client, schema)
-    call.device_add(driver="scsi-hd", id="d0", drive="b0", bus="scsi0.0", scsi_id=1, lun=0)
-    assert client.calls[0][1] == {"driver": "scsi-hd", "id": "d0", "drive": "b0",
-                                  "bus": "scsi0.0", "scsi-id": 1, "lun": 0}
+    call.device_add({"scsi-id": 1}, driver="scsi-hd", id="d0", drive="b0", bus="scsi0.0",
+                    lun=0, physical_block_size=4096)
+    dashed: dict[str, Any] = {"disable-modern": True}
+    call.device_add(driver="virtio-net-pci", id="n0", host_mtu=9000, class_=2, **dashed)
+    assert [args for _, args, _ in client.calls] == [
+        {"scsi-id": 1, "driver": "scsi-hd", "id": "d0", "drive": "b0", "bus": "scsi0.0",
+         "lun": 0, "physical_block_size": 4096},
+        {"driver": "virtio-net-pci", "id": "n0", "host_mtu": 9000, "class": 2,
+         "disable-modern": True},
+    ]
+    assert schema.is_free_form("device_add")
+    assert not schema.is_free_form("object-add") and not schema.is_free_form("netdev_add")
+    assert not schema.is_free_form("blockdev-add") and not schema.is_free_form("nope")
+
+
+def test_call_object_add_free_form_before_qemu_6() -> None:
+    from qmplex.testing import captured_release
+
+    # 5.2: object-add is free-form (QOM properties as given); 6.0: a union (members).
+    old = captured_release("5.2.0")
+    new = captured_release("6.0.0")
+    for release, client, mem_path in ((old, FakeClient(old.schema.version), "mem_path"),
+                                      (new, FakeClient(new.schema.version), "mem-path")):
+        for schema in (release.schema, None):
+            client.calls.clear()
+            CallNamespace(client, schema).object_add(
+                qom_type="memory-backend-file", id="m0", mem_path="/dev/shm/m", size=1 << 20)
+            assert client.calls[0][1] == {"qom-type": "memory-backend-file", "id": "m0",
+                                          mem_path: "/dev/shm/m", "size": 1 << 20}
 
 
 def test_call_dir_and_private_names(schema: Schema) -> None:

@@ -11,6 +11,7 @@ keep no other state: they never load a schema nor set anything on the client.
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,22 @@ else:
 
 __all__ = ["Call", "CallNamespace"]
 
+# Free-form commands without a schema to ask: their declared arguments, and the QEMU
+# version from which their arguments are a union (schema members) instead.
+_FREE_FORM: dict[str, tuple[frozenset[str], tuple[int, int] | None]] = {
+    "device_add": (frozenset({"driver", "bus", "id"}), None),
+    "object-add": (frozenset({"qom-type", "id", "props"}), (6, 0)),
+    "netdev_add": (frozenset({"type", "id"}), (5, 0)),
+}
+
+
+def _unkeyword(key: str) -> str:
+    """A keyword argument's name with the trailing ``_`` of a Python keyword dropped
+    (``class_`` -> ``class``, a virtio device property)."""
+    if key.endswith("_") and keyword.iskeyword(key[:-1]):
+        return key[:-1]
+    return key
+
 
 class Call:
     """One command of :class:`CallNamespace`, ready to be called.
@@ -46,6 +63,15 @@ class Call:
       (e.g. ``block_set_io_throttle``'s ``bps_rd``); a keyword gets a trailing ``_``
       (``if_``). Values, nested objects included, are sent as given: their keys are
       never renamed.
+    - free-form arguments keep their names: ``device_add`` passes every argument but
+      ``driver``, ``bus`` and ``id`` to the device as a property, and device
+      properties are spelled both ways (``host_mtu``, ``logical_block_size``,
+      ``scsi-id``, ``disable-modern``), so their names are sent exactly as given:
+      ``device_add(driver="virtio-net-pci", host_mtu=9000)`` sends ``host_mtu``, and
+      a dashed name goes in the mapping or as ``**{"scsi-id": 3}``. The same holds
+      for ``object-add`` before QEMU 6.0 and ``netdev_add`` before 5.0, whose
+      arguments were free-form too (:meth:`Schema.is_free_form`); from then on their
+      properties are schema members and are spelled as the schema spells them.
     - one optional positional mapping holds arguments in exact wire spelling (merged
       with the keywords; a name given both ways is an error).
     - options of :meth:`Client.execute` take a leading underscore, because no QMP
@@ -114,11 +140,15 @@ class Call:
             known: Collection[str] | None = None
             if schema is not None and schema.has_command(name):
                 known = schema.argument_names(name)
+            free = self._free_form()
             for key, value in kwargs.items():
                 if key.startswith("_"):
                     raise TypeError(f"{python_name(name)}() got an unknown option {key!r} "
                                     "(options: _timeout, _until, _oob, _fds)")
-                wire = wire_name(key, known)
+                if free is not None and wire_name(key, free) not in free:
+                    wire = _unkeyword(key)  # a property: QEMU's spelling, as given
+                else:
+                    wire = wire_name(key, known)
                 if wire in args:
                     raise ValidationError(f"{name}: {wire}: argument given twice")
                 args[wire] = value
@@ -129,6 +159,22 @@ class Call:
                                       "(the schema does not allow OOB for it)")
         return self._client.execute(name, args or None, timeout=_timeout, until=_until,
                                     oob=_oob, fds=_fds)
+
+    def _free_form(self) -> frozenset[str] | None:
+        """The declared arguments of a free-form command (the others are properties
+        whose names are sent as given); None for any other command."""
+        name = self.name
+        schema = self._schema
+        if schema is not None and schema.has_command(name):
+            return schema.argument_names(name) if schema.is_free_form(name) else None
+        declared = _FREE_FORM.get(name)
+        if declared is None:
+            return None
+        arguments, until = declared
+        version = self._client.version
+        if until is not None and version is not None and version.at_least(*until):
+            return None
+        return arguments
 
 
 class CallNamespace(Commands):

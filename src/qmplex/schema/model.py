@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolError, ValidationError, excerpt
-from .validate import KIND_NAMES, suggest, validate_arguments
+from .validate import KIND_NAMES, is_free_form, suggest, validate_arguments
 
 if TYPE_CHECKING:
     from ..core.messages import QMPVersion
@@ -245,6 +245,18 @@ class Schema:
                 variant count, and arrays are stepped through (``"capabilities.state"``).
         """
         return self._resolve(command, argument) is not None
+
+    def is_free_form(self, command: str) -> bool:
+        """Return True if ``command`` takes arguments that introspection does not list.
+
+        ``device_add`` (every device property), and ``object-add`` and ``netdev_add``
+        while their arguments are not a union (``object-add`` before QEMU 6.0,
+        ``netdev_add`` before 5.0): QEMU declares them ``'gen': false`` and passes the
+        other arguments on to the object's or device's property parser, which spells
+        property names its own way (``host_mtu``, ``scsi-id``). Validation lets such
+        arguments through, and :class:`~qmplex.schema.Call` sends their names as given.
+        """
+        return is_free_form(self, command)
 
     def argument_names(self, command: str) -> frozenset[str]:
         """Return every top-level argument name of ``command`` (of every union variant).

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the model imports this module; this module only reads the m
     from .model import Schema, _Member
 
 # Nothing public: Schema.validate is the entry point; the model and the call namespace
-# use validate_arguments, show and suggest.
+# use validate_arguments, is_free_form, show and suggest.
 __all__: list[str] = []
 
 # Commands whose arguments introspection does not fully describe: QEMU declares them
@@ -160,6 +160,18 @@ def _wrong_kind(path: _Path, expected: str, value: object) -> _Invalid:
 
 
 # ---------------------------------------------------------------- validation
+def is_free_form(schema: Schema, command: str) -> bool:
+    """True if ``command`` takes arguments its introspection does not list (see
+    :meth:`Schema.is_free_form`)."""
+    if command in _OPEN_COMMANDS:
+        return True
+    if command not in _OPEN_UNLESS_UNION:
+        return False
+    info = schema._commands.get(command)
+    obj = schema._objects.get(info.arg_type) if info is not None else None
+    return obj is not None and obj.tag is None
+
+
 def validate_arguments(schema: Schema, command: str,
                        arguments: Mapping[str, Any] | None) -> None:
     """Check ``arguments`` against what ``command`` accepts (see :meth:`Schema.validate`).
@@ -182,8 +194,7 @@ def validate_arguments(schema: Schema, command: str,
     meta = schema._meta.get(info.arg_type)
     if meta != "object":
         return  # 'any' (or unresolvable) arguments: QEMU decides
-    obj = schema._objects[info.arg_type]
-    open_ = command in _OPEN_COMMANDS or (command in _OPEN_UNLESS_UNION and obj.tag is None)
+    open_ = is_free_form(schema, command)
     try:
         _check_object(schema, info.arg_type, arguments, (), open_)
     except _Invalid as exc:
