@@ -47,6 +47,13 @@ it and uses no lock on the data path. Its public methods may be called from any 
 they run on the server's reactor thread and return when done, so a scripted reply is in
 place before the test's next command can arrive.
 
+Other QEMU releases: ``FakeQMPServer(qemu_version="9.2.0")`` is one of the 17 releases
+whose real introspection is captured in the package (:data:`CAPTURED_QEMU_VERSIONS`,
+5.0.0 to 11.1.3): it greets as that release, serves its ``query-qmp-schema`` (so
+``client.load_schema()`` and ``client.call`` see that QEMU), and refuses commands,
+arguments and device properties that release does not have. What it emulates is still
+the idle QEMU 7.2 below.
+
 Known differences from QEMU 7.2: several clients are served at once (QEMU serves one at
 a time); after ``quit`` the server closes every connection but keeps listening; unplug
 completes (``DEVICE_DELETED`` after ``unplug_delay``) for every device, CPUs and DIMMs
@@ -64,17 +71,22 @@ its rooms, not separate APIs):
   QOM, migration, and the events they emit; the built-in commands.
 * ``script.py``: what :meth:`FakeQMPServer.on` records, and :class:`FakeCommandError`.
 * ``wire.py``: how messages are encoded and received lines decoded.
+* ``captured.py`` and ``data/``: the captured releases, and the checks a release makes.
 """
 
+from .captured import CAPTURED_QEMU_VERSIONS, CapturedRelease, captured_release
 from .model import DEFAULT_UNPLUG_DELAY, QEMU_OOB_COMMANDS
 from .script import MISSING, FakeCommandError
 from .server import FakeQMPServer, fake_server
 
 __all__ = [
+    "CAPTURED_QEMU_VERSIONS",
+    "CapturedRelease",
     "FakeQMPServer",
     "FakeCommandError",
     "MISSING",
     "QEMU_OOB_COMMANDS",
     "DEFAULT_UNPLUG_DELAY",
+    "captured_release",
     "fake_server",
 ]

@@ -34,8 +34,9 @@ from typing import Any, Final, TypeVar
 from ..errors import StateError, Timeout
 from ..reactor import Reactor
 from . import wire
+from .captured import CapturedRelease, captured_release
 from .model import DEFAULT_UNPLUG_DELAY, QEMU_OOB_COMMANDS, Call, QemuModel
-from .script import MISSING, Script, Scripts
+from .script import MISSING, FakeCommandError, Script, Scripts
 from .session import Session, Timers, negotiate
 
 __all__ = ["FakeQMPServer", "fake_server"]
@@ -60,8 +61,20 @@ class FakeQMPServer:
             a fresh private directory (mode 0700) that :meth:`close` removes.
         reactor: the reactor to run on (the caller drives it). Default: :meth:`start`
             creates one and drives it in a daemon thread.
-        version: QEMU's (major, minor, micro) for the greeting and ``query-version``.
-        package: the greeting's and ``query-version``'s ``package`` string.
+        version: QEMU's (major, minor, micro) for the greeting and ``query-version``
+            (default: ``qemu_version``'s, else (7, 2, 0)).
+        package: the greeting's and ``query-version``'s ``package`` string (default:
+            ``qemu_version``'s, else ``"qmplex-fake"``).
+        qemu_version: a captured QEMU release to be (:data:`CAPTURED_QEMU_VERSIONS`:
+            ``"5.0.0"`` ... ``"11.1.3"``; ``"9.2"`` names the 9.2 release captured).
+            The server greets with its version and package, answers
+            ``query-qmp-schema`` with its schema (and ``query-target``), allows
+            ``exec-oob`` for the commands its schema allows it for (unless
+            ``oob_commands`` is given), answers ``CommandNotFound`` for commands it
+            lacks, and refuses what that QEMU refuses: arguments its schema does not
+            accept, and ``device_add`` properties a captured device type does not have
+            (``GenericError``, with qmplex's description of the problem). The
+            simulated machine is still the idle QEMU 7.2 of the built-in commands.
         capabilities: the capabilities offered in the greeting.
         greeting: raw bytes sent instead of the greeting (include the line ending).
         echo_ids: echo the ``"id"`` of each command in its reply (QEMU always does).
@@ -94,8 +107,9 @@ class FakeQMPServer:
         path: str | None = None,
         *,
         reactor: Reactor | None = None,
-        version: tuple[int, int, int] = (7, 2, 0),
-        package: str = "qmplex-fake",
+        version: tuple[int, int, int] | None = None,
+        package: str | None = None,
+        qemu_version: str | tuple[int, int, int] | None = None,
         capabilities: Sequence[str] = ("oob",),
         greeting: bytes | None = None,
         echo_ids: bool = True,
@@ -116,6 +130,18 @@ class FakeQMPServer:
         if self._dir is None:
             self._dir_finalizer.detach()
         self.path: str = path
+        release = None if qemu_version is None else captured_release(qemu_version)
+        self._release: CapturedRelease | None = release
+        if release is not None:
+            if version is not None and tuple(version) != release.version:
+                raise ValueError(f"version {version} contradicts qemu_version "
+                                 f"{release.name!r}: give one of them")
+            version = release.version
+            if package is None:
+                package = release.package
+            if oob_commands is QEMU_OOB_COMMANDS:
+                schema = release.schema
+                oob_commands = {c for c in schema.command_names if schema.allows_oob(c)}
         self.capabilities = tuple(capabilities)
         self.greeting = greeting
         self.echo_ids = echo_ids
@@ -149,7 +175,8 @@ class FakeQMPServer:
         self._timers = Timers()  # the server's own: cancelled by close()
 
         self._model = QemuModel(
-            version=version, package=package, unplug_delay=unplug_delay,
+            version=(7, 2, 0) if version is None else version,
+            package="qmplex-fake" if package is None else package, unplug_delay=unplug_delay,
             migrate_delay=migrate_delay, max_cpus=max_cpus, emit=self._broadcast_event,
             later=self._later, quit=self._quit,
             commands=lambda: self._handlers.keys() | self._scripts.names(),
@@ -159,6 +186,9 @@ class FakeQMPServer:
         }
         if emulate_qemu:
             handlers.update(self._model.handlers())
+            if release is not None:
+                handlers["query-qmp-schema"] = lambda call: release.schema_info
+                handlers["query-target"] = lambda call: {"arch": "x86_64"}
         self._handlers = handlers
 
     # ------------------------------------------------------------- lifecycle
@@ -261,6 +291,11 @@ class FakeQMPServer:
     def reactor(self) -> Reactor | None:
         """The reactor the server runs on (None before :meth:`start` without one)."""
         return self._reactor
+
+    @property
+    def release(self) -> CapturedRelease | None:
+        """The captured QEMU release the server is (``qemu_version``), or None."""
+        return self._release
 
     @property
     def closed(self) -> bool:
@@ -593,6 +628,22 @@ class FakeQMPServer:
     def _forget(self, session: Session) -> None:
         """Called by a session that closes."""
         self._sessions.remove(session)
+
+    def _emulates(self, name: str) -> bool:
+        """True if ``name`` is a built-in command (of the captured release, if any)."""
+        if name not in self._handlers:
+            return False
+        release = self._release
+        return release is None or name == "qmp_capabilities" or (
+            release.schema.has_command(name))
+
+    def _refusal(self, name: str, args: Mapping[str, Any]) -> FakeCommandError | None:
+        """How the captured release would refuse this command, or None (see
+        :meth:`CapturedRelease.refusal`); commands it lacks are only ever scripted."""
+        release = self._release
+        if release is None or not release.schema.has_command(name):
+            return None
+        return release.refusal(name, args)
 
     def _broadcast_event(self, name: str, data: Mapping[str, Any] | None) -> None:
         # QEMU sends events only to monitors that left capabilities negotiation.

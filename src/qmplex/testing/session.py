@@ -389,7 +389,7 @@ class Session:
                     "CommandNotFound",
                     "Capabilities negotiation is already complete, command ignored")
             script = server._scripts.get(name)
-            if script is None and name not in server._handlers:
+            if script is None and not server._emulates(name):
                 raise FakeCommandError("CommandNotFound",
                                        f"The command {name} has not been found")
             oob_commands = server.oob_commands
@@ -427,7 +427,10 @@ class Session:
         call = Call(req.args, self.fds)
         ok = False
         value: Any = None
+        refusal = server._refusal(req.name, req.args)
         try:
+            if refusal is not None:  # refused as the captured release would refuse it
+                raise refusal
             if script is not None and script.decides:
                 value = script.answer(req.args)
             else:
@@ -443,7 +446,7 @@ class Session:
             logger.exception("fake QMP server: handler for %r raised", req.name)
             server.handler_errors.append(exc)
             value = generic_error(f"fake handler for {req.name} raised {exc!r}")
-        if script is not None:
+        if script is not None and refusal is None:
             for name, data in script.events:
                 server._broadcast_event(name, data)
         if script is None or not script.never:
@@ -470,6 +473,6 @@ class Session:
             self.update_reading()
         for fn in call.after:
             fn()
-        if script is not None:
+        if script is not None and refusal is None:
             for name, data, after in script.events_after:
                 server._later(after, server._broadcast_event, name, data)
