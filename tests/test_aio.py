@@ -454,7 +454,7 @@ def test_a_chained_typed_operation_writes_its_later_steps_by_itself(
             plug = client.block.blockdev_add("/var/lib/img1.raw", "b1").chain(
                 lambda _: client.devices.scsi_device_add("b1", "d1", "scsi-hd", "scsi0.0"))
             # A typed operation with an internal chain: object-add, then device_add.
-            dimm = client.memory.hotplug_memory("memory-backend-ram", "m0", "", 128)
+            dimm = client.memory.hotplug_memory("memory-backend-ram", "m0", 128)
             await next_iteration()
             # (Their replies may already have brought the second steps too.)
             assert received_while_loop_blocked(server, base + 2)[base:base + 2] == [

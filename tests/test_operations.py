@@ -40,8 +40,8 @@ from qmplex.errors import (
 )
 from qmplex.events import Event
 from qmplex.futures import Future
-from qmplex.ops import BlockOps, Executor, MigrationOps, wire_name
-from qmplex.testing import FakeQMPServer
+from qmplex.ops import BlockDevice, BlockOps, Executor, MigrationOps, wire_name
+from qmplex.testing import FakeQMPServer, captured_release
 
 from .recorder import Recorder
 
@@ -56,7 +56,7 @@ def make(reactor: Reactor) -> Iterator[Make]:
     """Return a factory of (fake server, connected client) pairs on the test's reactor."""
     made: list[tuple[FakeQMPServer, Client]] = []
 
-    def _make(version: tuple[int, int, int] = (7, 2, 0), **kwargs: Any) -> tuple[
+    def _make(version: tuple[int, int, int] | None = None, **kwargs: Any) -> tuple[
             FakeQMPServer, Client]:
         server = FakeQMPServer(reactor=reactor, version=version, **kwargs)
         client = Client(reactor)
@@ -140,7 +140,7 @@ def test_system_powerdown_waits_for_powerdown(server: FakeQMPServer, client: Cli
 def test_system_powerdown_until_shutdown(server: FakeQMPServer, client: Client,
                                          reactor: Reactor) -> None:
     server.on("system_powerdown", returns={}, events=[("POWERDOWN", None)])
-    fut = client.vm.system_powerdown("SHUTDOWN")
+    fut = client.vm.system_powerdown(until="SHUTDOWN")
     server.wait_for_commands(2)
     pump(reactor)
     assert not fut.done()  # POWERDOWN came and went
@@ -150,7 +150,7 @@ def test_system_powerdown_until_shutdown(server: FakeQMPServer, client: Client,
 
 def test_system_powerdown_rejects_other_events(server: FakeQMPServer, client: Client) -> None:
     with pytest.raises(ValidationError):
-        client.vm.system_powerdown("RESET")
+        client.vm.system_powerdown(until="RESET")
     assert calls(server) == []
 
 
@@ -297,8 +297,8 @@ def test_block_validation(server: FakeQMPServer, client: Client,
 def test_device_add_forms(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
     run(client.devices.device_add("b0", "d0", "virtio-blk-pci"))
-    run(client.devices.device_add("b1", "d1", "virtio-blk-pci", "pci.0", romfile="", shared=True,
-                                  disable_modern=True))
+    run(client.devices.device_add("b1", "d1", "virtio-blk-pci", bus="pci.0", romfile="",
+                                  shared=True, disable_modern=True))
     run(client.devices.device_add("b2", "d2", "virtio-blk-ccw", devno="fe.0.0001"))
     assert calls(server) == [
         ("device_add", {"driver": "virtio-blk-pci", "id": "d0", "drive": "b0"}),
@@ -311,16 +311,17 @@ def test_device_add_forms(server: FakeQMPServer, client: Client) -> None:
 
 
 def test_share_rw_needs_qemu_2_10(make: Make) -> None:
+    # A request the peer cannot express is refused, naming its version (not dropped).
     server, client = make(version=(2, 9, 0))
-    server.on("device_add", returns={})
-    run(client.devices.device_add("b0", "d0", "scsi-hd", "scsi0.0", shared=True))
-    assert calls(server) == [("device_add", {"driver": "scsi-hd", "id": "d0", "drive": "b0",
-                                             "bus": "scsi0.0"})]
+    with pytest.raises(ValidationError, match=r"shared=True needs share-rw \(QEMU 2.10 or "
+                                              r"newer\); the peer is QEMU 2.9.0"):
+        client.devices.device_add("b0", "d0", "scsi-hd", bus="scsi0.0", shared=True)
+    assert calls(server) == []
 
 
 def test_device_add_validation(server: FakeQMPServer, client: Client) -> None:
     with pytest.raises(ValidationError, match="bus or devno"):
-        client.devices.device_add("b0", "d0", "virtio-blk-ccw", "bus0", devno="fe.0.1")
+        client.devices.device_add("b0", "d0", "virtio-blk-ccw", bus="bus0", devno="fe.0.1")
     with pytest.raises(ValidationError):
         client.devices.device_add("b0", "", "virtio-blk-pci")
     with pytest.raises(ValidationError):
@@ -332,7 +333,8 @@ def test_scsi_device_add(server: FakeQMPServer, client: Client) -> None:
     run(client.execute("blockdev-add", {"driver": "null-co", "node-name": "b0"}))
     run(client.execute("blockdev-add", {"driver": "null-co", "node-name": "b1"}))
     run(client.devices.scsi_device_add("b0", "d0", "scsi-hd", "scsi0.0"))
-    run(client.devices.scsi_device_add("b1", "d1", "scsi-cd", "scsi0.0", 3, 0, shared=True))
+    run(client.devices.scsi_device_add("b1", "d1", "scsi-cd", "scsi0.0", scsi_id=3, lun=0,
+                                       shared=True))
     assert calls(server)[2:] == [
         ("device_add", {"driver": "scsi-hd", "id": "d0", "drive": "b0", "bus": "scsi0.0"}),
         ("device_add", {"driver": "scsi-cd", "id": "d1", "drive": "b1", "bus": "scsi0.0",
@@ -351,17 +353,18 @@ def test_scsi_device_add_refuses_other_drivers(server: FakeQMPServer, client: Cl
 
 def test_pci_devices(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.devices.pci_device_add("b0", "d0", "virtio-blk-pci", "0x5", "bridge0", queues=4,
-                                      shared=True, romfile="/rom.bin", disable_modern=True))
-    run(client.devices.pci_device_add("b1", "d1", "virtio-blk-pci", "02.0"))
-    run(client.devices.pci_vhost_user_device_add("char0", "fs0", "vhost-user-fs-pci", "0x6",
-                                                 "bridge0"))
+    run(client.devices.pci_device_add("b0", "d0", "virtio-blk-pci", addr="0x5", bus="bridge0",
+                                      queues=4, shared=True, romfile="/rom.bin",
+                                      disable_modern=True))
+    run(client.devices.pci_device_add("b1", "d1", "virtio-blk-pci", addr="02.0"))
+    run(client.devices.pci_vhost_user_device_add("fs0", driver="vhost-user-fs-pci",
+                                                 chardev_id="char0", addr="0x6", bus="bridge0"))
     run(client.vfio.vfio_device_add("vfio0", "0000:01:00.0"))
     run(client.vfio.vfio_device_add("vfio1", "0000:02:00.0", romfile=""))
-    run(client.vfio.pci_vfio_device_add("vfio2", "0000:03:00.0", "0x7", "bridge1"))
+    run(client.vfio.pci_vfio_device_add("vfio2", "0000:03:00.0", addr="0x7", bus="bridge1"))
     run(client.vfio.pci_vfio_mediated_device_add("mdev0", "/sys/bus/mdev/devices/u1"))
-    run(client.vfio.pci_vfio_mediated_device_add("mdev1", "/sys/bus/mdev/devices/u2", "0x8",
-                                                 "bridge1", "rom"))
+    run(client.vfio.pci_vfio_mediated_device_add("mdev1", "/sys/bus/mdev/devices/u2",
+                                                 addr="0x8", bus="bridge1", romfile="rom"))
     run(client.vfio.ap_vfio_mediated_device_add("/sys/devices/vfio_ap/matrix/u3"))
     run(client.vfio.ap_vfio_mediated_device_add("/sys/devices/vfio_ap/matrix/u4", dev_id="ap1"))
     assert [args for _, args in calls(server)] == [
@@ -386,11 +389,13 @@ def test_pci_devices(server: FakeQMPServer, client: Client) -> None:
 
 def test_net_devices(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.devices.net_pci_device_add("n0", "nic0", "52:54:00:12:34:56", "0x3"))
-    run(client.devices.net_pci_device_add("n1", "nic1", "", "", "bridge0", romfile="", queues=4,
+    run(client.devices.net_pci_device_add("n0", "nic0", mac="52:54:00:12:34:56", addr="0x3"))
+    run(client.devices.net_pci_device_add("n1", "nic1", bus="bridge0", romfile="", queues=4,
                                           disable_modern=True))
-    run(client.devices.net_ccw_device_add("n2", "nic2", "52:54:00:00:00:02", "fe.0.0002"))
-    run(client.devices.net_ccw_device_add("n3", "nic3", "52:54:00:00:00:03", "fe.0.0003", queues=2))
+    run(client.devices.net_ccw_device_add("n2", "nic2", mac="52:54:00:00:00:02",
+                                          devno="fe.0.0002"))
+    run(client.devices.net_ccw_device_add("n3", "nic3", mac="52:54:00:00:00:03",
+                                          devno="fe.0.0003", queues=2))
     assert [args for _, args in calls(server)] == [
         {"driver": "virtio-net-pci", "id": "nic0", "netdev": "n0",
          "mac": "52:54:00:12:34:56", "addr": "0x3"},
@@ -407,7 +412,8 @@ def test_cpu_device_add(server: FakeQMPServer, client: Client) -> None:
     slots = run(client.cpu.query_hotpluggable_cpus())
     free = next(s for s in slots if s.qom_path is None)
     props = free.properties
-    run(client.cpu.cpu_device_add(free.type, "cpu1", props.socket, props.core, props.thread,
+    run(client.cpu.cpu_device_add(free.type, "cpu1", socket_id=props.socket,
+                                  core_id=props.core, thread_id=props.thread,
                                   die_id=props.die, node_id=props.node))
     assert calls(server)[-1] == ("device_add", {"driver": free.type, "id": "cpu1",
                                                 "socket-id": 1, "core-id": 0,
@@ -418,24 +424,45 @@ def test_cpu_device_add(server: FakeQMPServer, client: Client) -> None:
 
 def test_cpu_device_add_id_forms(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.cpu.cpu_device_add("host-x86_64-cpu", "c2", "1", "", "0", die_id=0, node_id="2"))
-    run(client.cpu.cpu_device_add("host-arm-cpu", "c3", None, 5, None))
+    run(client.cpu.cpu_device_add("host-x86_64-cpu", "c2", socket_id=1, thread_id=0, die_id=0,
+                                  node_id=2))
+    run(client.cpu.cpu_device_add("host-arm-cpu", "c3", core_id=5))
     assert [args for _, args in calls(server)] == [
         {"driver": "host-x86_64-cpu", "id": "c2", "socket-id": 1, "die-id": 0,
          "thread-id": 0, "node-id": 2},
         {"driver": "host-arm-cpu", "id": "c3", "core-id": 5},
     ]
-    bad_ids: list[Any] = ["one", -1, 1.5, True]
+    bad_ids: list[Any] = ["1", "", "one", -1, 1.5, True]  # ints only: None is "not given"
     for bad in bad_ids:
         with pytest.raises(ValidationError):
-            client.cpu.cpu_device_add("host-x86_64-cpu", "c4", bad, 0, 0)
+            client.cpu.cpu_device_add("host-x86_64-cpu", "c4", socket_id=bad, core_id=0)
     assert len(calls(server)) == 2
+
+
+@pytest.mark.parametrize("driver, sent", [
+    # govmm's rule: s390x and ppc64 take core-id alone (ppc64 also node-id), die-id is x86's
+    ("host-s390x-cpu", {"core-id": 2}),
+    ("host-powerpc64-cpu", {"core-id": 2, "node-id": 0}),
+    ("power9_v2.0-spapr-cpu-core", {"core-id": 2, "node-id": 0}),
+    ("host-x86_64-cpu", {"socket-id": 1, "die-id": 0, "core-id": 2, "thread-id": 3,
+                         "node-id": 0}),
+    ("Skylake-Server-x86_64-cpu", {"socket-id": 1, "die-id": 0, "core-id": 2,
+                                   "thread-id": 3, "node-id": 0}),
+    ("host-arm-cpu", {"socket-id": 1, "core-id": 2, "thread-id": 3, "node-id": 0}),
+])
+def test_cpu_device_add_sends_the_ids_the_model_takes(server: FakeQMPServer, client: Client,
+                                                      driver: str, sent: dict[str, int]) -> None:
+    server.on("device_add", returns={})
+    run(client.cpu.cpu_device_add(driver, "c9", socket_id=1, die_id=0, core_id=2, thread_id=3,
+                                  node_id=0))
+    assert calls(server) == [("device_add", {"driver": driver, "id": "c9", **sent})]
 
 
 def test_pci_vsock_add_forms(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
     run(client.devices.pci_vsock_add("vsock0", 3))
-    run(client.devices.pci_vsock_add("vsock1", 4, "myfd", "0x9", "bridge0", True))
+    run(client.devices.pci_vsock_add("vsock1", 4, vhostfd="myfd", addr="0x9", bus="bridge0",
+                                     disable_modern=True))
     assert [args for _, args in calls(server)] == [
         {"driver": "vhost-vsock-pci", "id": "vsock0", "guest-cid": 3},
         {"driver": "vhost-vsock-pci", "id": "vsock1", "guest-cid": 4, "vhostfd": "myfd",
@@ -450,7 +477,7 @@ def test_pci_vsock_add_passes_the_vhost_fd(server: FakeQMPServer, client: Client
     server.on("device_add", returns={})
     r, w = pipe_fds()
     try:
-        run(client.devices.pci_vsock_add("vsock0", 5, w, addr="0x4"))
+        run(client.devices.pci_vsock_add("vsock0", 5, vhostfd=w, addr="0x4"))
         assert calls(server) == [
             ("getfd", {"fdname": "vhostfd-vsock0"}),
             ("device_add", {"driver": "vhost-vsock-pci", "id": "vsock0", "guest-cid": 5,
@@ -470,7 +497,7 @@ def test_pci_vsock_add_releases_the_fd_name_when_device_add_fails(
     r, w = pipe_fds()
     try:
         with pytest.raises(CommandError) as info:
-            run(client.devices.pci_vsock_add("vsock0", 5, w))
+            run(client.devices.pci_vsock_add("vsock0", 5, vhostfd=w))
     finally:
         os.close(r)
         os.close(w)
@@ -481,8 +508,10 @@ def test_pci_vsock_add_releases_the_fd_name_when_device_add_fails(
 
 def test_virt_serial_port_add(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", returns={})
-    run(client.devices.virt_serial_port_add("port0", "char0", "org.qemu.guest_agent.0"))
-    run(client.devices.virt_serial_port_add("port1", "char1", "com.example.1", "vser0.0"))
+    run(client.devices.virt_serial_port_add("port0", chardev_id="char0",
+                                            name="org.qemu.guest_agent.0"))
+    run(client.devices.virt_serial_port_add("port1", chardev_id="char1", name="com.example.1",
+                                            bus="vser0.0"))
     assert [args for _, args in calls(server)] == [
         {"driver": "virtserialport", "id": "port0", "chardev": "char0",
          "name": "org.qemu.guest_agent.0"},
@@ -493,7 +522,7 @@ def test_virt_serial_port_add(server: FakeQMPServer, client: Client) -> None:
 
 def test_device_del_resolves_to_its_event(server: FakeQMPServer, client: Client) -> None:
     run(client.execute("blockdev-add", {"driver": "null-co", "node-name": "b0"}))
-    run(client.devices.scsi_device_add("b0", "d0", "scsi-hd", "scsi0.0", 0, 0))
+    run(client.devices.scsi_device_add("b0", "d0", "scsi-hd", "scsi0.0", scsi_id=0, lun=0))
     event = run(client.devices.device_del("d0"))
     assert isinstance(event, Event)
     assert event.name == "DEVICE_DELETED" and event.data["device"] == "d0"
@@ -537,7 +566,8 @@ def test_device_del_many_pipelined(server: FakeQMPServer, client: Client) -> Non
     futs: list[Future[Any]] = []
     for i in range(50):
         futs.append(client.execute("blockdev-add", {"driver": "null-co", "node-name": f"b{i}"}))
-        futs.append(client.devices.scsi_device_add(f"b{i}", f"d{i}", "scsi-hd", "scsi0.0", i, 0))
+        futs.append(client.devices.scsi_device_add(f"b{i}", f"d{i}", "scsi-hd", "scsi0.0",
+                                                   scsi_id=i, lun=0))
     for f in futs:
         run(f)
     def unplug(i: int) -> Future[None]:
@@ -554,22 +584,34 @@ def test_device_del_many_pipelined(server: FakeQMPServer, client: Client) -> Non
 
 # ------------------------------------------------------------------------ memory
 def test_memdev_add(server: FakeQMPServer, client: Client) -> None:
-    run(client.memory.memdev_add("memory-backend-file", "mem0", "/dev/hugepages", 128, True,
-                                 "pc-dimm", "dimm0", "0x100000000", "bus0"))
-    run(client.memory.memdev_add("memory-backend-ram", "mem1", "", 64, False,
-                                 "virtio-mem-pci", "vmem1"))
+    run(client.memory.memdev_add("memory-backend-file", "mem0", 128, mem_path="/dev/hugepages",
+                                 share=True, driver="pc-dimm", driver_id="dimm0"))
+    run(client.memory.memdev_add("memory-backend-ram", "mem1", 64, driver="virtio-mem-pci",
+                                 driver_id="vmem1", addr="0x7", bus="pcie.1"))
+    run(client.memory.memdev_add("memory-backend-ram", "mem2", 64, driver="virtio-mem-ccw",
+                                 driver_id="vmem2", devno="fe.0.0009"))
     assert calls(server) == [
         ("object-add", {"qom-type": "memory-backend-file", "id": "mem0",
                         "size": 128 << 20, "mem-path": "/dev/hugepages", "share": True}),
-        ("device_add", {"driver": "pc-dimm", "id": "dimm0", "memdev": "mem0",
-                        "bus": "bus0", "addr": "0x100000000"}),
+        ("device_add", {"driver": "pc-dimm", "id": "dimm0", "memdev": "mem0"}),
         ("object-add", {"qom-type": "memory-backend-ram", "id": "mem1", "size": 64 << 20}),
-        ("device_add", {"driver": "virtio-mem-pci", "id": "vmem1", "memdev": "mem1"}),
+        ("device_add", {"driver": "virtio-mem-pci", "id": "vmem1", "memdev": "mem1",
+                        "bus": "pcie.1", "addr": "0x7"}),
+        ("object-add", {"qom-type": "memory-backend-ram", "id": "mem2", "size": 64 << 20}),
+        ("device_add", {"driver": "virtio-mem-ccw", "id": "vmem2", "memdev": "mem2",
+                        "devno": "fe.0.0009"}),
     ]
+    with pytest.raises(ValidationError, match="not both"):
+        client.memory.memdev_add("memory-backend-ram", "mem3", 64, driver="virtio-mem-ccw",
+                                 driver_id="vmem3", devno="fe.0.0009", addr="0x7")
+    with pytest.raises(ValidationError, match="devno"):
+        client.memory.memdev_add("memory-backend-ram", "mem3", 64, driver="virtio-mem-pci",
+                                 driver_id="vmem3", devno="fe.0.0009")
+    assert len(calls(server)) == 6
 
 
 def test_hotplug_memory(server: FakeQMPServer, client: Client) -> None:
-    run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 256))
+    run(client.memory.hotplug_memory("memory-backend-ram", "mem0", 256))
     assert calls(server) == [
         ("object-add", {"qom-type": "memory-backend-ram", "id": "mem0", "size": 256 << 20}),
         ("device_add", {"driver": "pc-dimm", "id": "dimmmem0", "memdev": "mem0"}),
@@ -581,8 +623,8 @@ def test_memdev_rollback_reports_the_device_add_error(server: FakeQMPServer,
                                                       client: Client) -> None:
     server.on("device_add", error=("GenericError", "No free slots"))
     with pytest.raises(CommandError) as info:
-        run(client.memory.memdev_add("memory-backend-ram", "mem0", "", 64, False, "pc-dimm",
-                                     "dimm0"))
+        run(client.memory.memdev_add("memory-backend-ram", "mem0", 64, driver="pc-dimm",
+                                     driver_id="dimm0"))
     assert info.value.command == "device_add" and info.value.desc == "No free slots"
     assert [c[0] for c in calls(server)] == ["object-add", "device_add", "object-del"]
     assert calls(server)[-1] == ("object-del", {"id": "mem0"})
@@ -594,7 +636,7 @@ def test_memdev_failed_rollback_does_not_hide_the_error(
     server.on("device_add", error=("GenericError", "No free slots"))
     server.on("object-del", error=("GenericError", "object 'mem0' is in use"))
     with pytest.raises(CommandError) as info:
-        run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 64))
+        run(client.memory.hotplug_memory("memory-backend-ram", "mem0", 64))
     assert info.value.command == "device_add"
     assert "object-del" in caplog.text
 
@@ -603,7 +645,7 @@ def test_memdev_object_add_failure_sends_nothing_more(server: FakeQMPServer,
                                                       client: Client) -> None:
     server.on("object-add", error=("GenericError", "Cannot allocate memory"))
     with pytest.raises(CommandError) as info:
-        run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 64))
+        run(client.memory.hotplug_memory("memory-backend-ram", "mem0", 64))
     assert info.value.command == "object-add"
     assert [c[0] for c in calls(server)] == ["object-add"]
 
@@ -611,7 +653,7 @@ def test_memdev_object_add_failure_sends_nothing_more(server: FakeQMPServer,
 def test_memdev_rollback_after_timeout(server: FakeQMPServer, client: Client) -> None:
     server.on("device_add", delay=1.0)
     with pytest.raises(Timeout):
-        run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 64, timeout=0.1))
+        run(client.memory.hotplug_memory("memory-backend-ram", "mem0", 64, timeout=0.1))
     server.wait_for_commands(4)
     assert [c[0] for c in calls(server)] == ["object-add", "device_add", "object-del"]
 
@@ -619,7 +661,7 @@ def test_memdev_rollback_after_timeout(server: FakeQMPServer, client: Client) ->
 def test_memdev_cancel_stops_the_next_step(server: FakeQMPServer, client: Client,
                                            reactor: Reactor) -> None:
     server.on("object-add", delay=0.05)
-    fut = client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 64)
+    fut = client.memory.hotplug_memory("memory-backend-ram", "mem0", 64)
     reactor.run_once(0)  # object-add is written (cancelled before that, nothing would be)
     assert fut.cancel()
     with pytest.raises(Cancelled):
@@ -632,19 +674,25 @@ def test_memdev_props_form_before_qemu_5(make: Make) -> None:
     server, client = make(version=(4, 2, 0))
     server.on("object-add", returns={})
     server.on("device_add", returns={})
-    run(client.memory.memdev_add("memory-backend-file", "mem0", "/dev/shm/m", 1, True, "pc-dimm",
-                                 "dimm0"))
+    run(client.memory.memdev_add("memory-backend-file", "mem0", 1, mem_path="/dev/shm/m",
+                                 share=True, driver="pc-dimm", driver_id="dimm0"))
     assert calls(server)[0] == ("object-add", {
         "qom-type": "memory-backend-file", "id": "mem0",
         "props": {"size": 1 << 20, "mem-path": "/dev/shm/m", "share": True}})
 
 
 @pytest.mark.parametrize("call", [
-    lambda c: c.memory.memdev_add("iothread", "m0", "", 1, False, "pc-dimm", "d0"),
-    lambda c: c.memory.memdev_add("memory-backend-file", "m0", "", 1, False, "pc-dimm", "d0"),
-    lambda c: c.memory.memdev_add("memory-backend-ram", "m0", "", 0, False, "pc-dimm", "d0"),
-    lambda c: c.memory.memdev_add("memory-backend-ram", "m0", "", 1, False, "pc-dimm", ""),
-    lambda c: c.memory.hotplug_memory("memory-backend-ram", "", "", 1),
+    lambda c: c.memory.memdev_add("iothread", "m0", 1, driver="pc-dimm", driver_id="d0"),
+    lambda c: c.memory.memdev_add("memory-backend-file", "m0", 1, driver="pc-dimm",
+                                  driver_id="d0"),
+    lambda c: c.memory.memdev_add("memory-backend-ram", "m0", 0, driver="pc-dimm",
+                                  driver_id="d0"),
+    lambda c: c.memory.memdev_add("memory-backend-ram", "m0", 1, driver="pc-dimm",
+                                  driver_id=""),
+    lambda c: c.memory.memdev_add("memory-backend-file", "m0", 1, mem_path="", driver="pc-dimm",
+                                  driver_id="d0"),
+    lambda c: c.memory.hotplug_memory("memory-backend-ram", "", 1),
+    lambda c: c.memory.hotplug_memory("memory-backend-ram", "m0", ""),  # 0.1's mem_path
     lambda c: c.memory.nvdimm_device_add("nv0", "", 1 << 20),
     lambda c: c.memory.nvdimm_device_add("nv0", "/x", 1 << 20, pmem="on"),
 ])
@@ -679,19 +727,19 @@ def test_nvdimm_rollback(server: FakeQMPServer, client: Client) -> None:
 
 # ---------------------------------------------------------------------- net, char
 def test_netdev_add_forms(server: FakeQMPServer, client: Client) -> None:
-    run(client.net.netdev_add("tap", "n0", "tap0"))
+    run(client.net.netdev_add("tap", "n0", ifname="tap0"))
     run(client.net.netdev_add("tap", "n1", queues=4, vhost=True, vnet_hdr=True))
     run(client.net.netdev_add("user", "n2", ipv6_prefix="fd00::", hostfwd=["tcp::2222-:22"]))
-    run(client.net.netdev_add("tap", "n3", "", "/etc/down", "/etc/up", 1))
+    run(client.net.netdev_add("tap", "n3", downscript="/etc/down", script="/etc/up", queues=1))
     assert calls(server) == [
         ("netdev_add", {"type": "tap", "id": "n0", "ifname": "tap0", "downscript": "no",
                         "script": "no"}),
-        ("netdev_add", {"type": "tap", "id": "n1", "ifname": "", "downscript": "no",
+        ("netdev_add", {"type": "tap", "id": "n1", "downscript": "no",
                         "script": "no", "queues": 4, "vhost": True, "vnet_hdr": True}),
         ("netdev_add", {"type": "user", "id": "n2", "ipv6-prefix": "fd00::",
                         "hostfwd": ["tcp::2222-:22"]}),
-        ("netdev_add", {"type": "tap", "id": "n3", "ifname": "", "downscript": "/etc/down",
-                        "script": "/etc/up"}),
+        ("netdev_add", {"type": "tap", "id": "n3", "downscript": "/etc/down",
+                        "script": "/etc/up", "queues": 1}),
     ]
     assert set(server.netdevs) == {"n0", "n1", "n2", "n3"}
 
@@ -700,7 +748,7 @@ def test_netdev_add_validation(server: FakeQMPServer, client: Client) -> None:
     with pytest.raises(ValidationError):
         client.net.netdev_add("user", "n0", type="tap")
     with pytest.raises(ValidationError):
-        client.net.netdev_add("tap", "n0", queues=-1)
+        client.net.netdev_add("tap", "n0", queues=0)
     with pytest.raises(ValidationError):
         client.net.netdev_add("", "n0")
     assert calls(server) == []
@@ -717,8 +765,8 @@ def test_wire_name() -> None:
 
 
 def test_netdev_chardev_add_and_del(server: FakeQMPServer, client: Client) -> None:
-    run(client.net.netdev_chardev_add("vhost-user", "n0", "char0", 2))
-    run(client.net.netdev_chardev_add("vhost-user", "n1", "char1", 1))
+    run(client.net.netdev_chardev_add("vhost-user", "n0", "char0", queues=2))
+    run(client.net.netdev_chardev_add("vhost-user", "n1", "char1"))
     run(client.net.netdev_del("n0"))
     assert calls(server) == [
         ("netdev_add", {"type": "vhost-user", "id": "n0", "chardev": "char0", "queues": 2}),
@@ -731,7 +779,8 @@ def test_netdev_chardev_add_and_del(server: FakeQMPServer, client: Client) -> No
 def test_netdev_add_by_fds_sends_the_fds(server: FakeQMPServer, client: Client) -> None:
     pipes = [pipe_fds() for _ in range(3)]
     try:
-        run(client.net.netdev_add_by_fds("tap", "n0", [pipes[0][1], pipes[1][1]], [pipes[2][1]]))
+        run(client.net.netdev_add_by_fds("tap", "n0", [pipes[0][1], pipes[1][1]],
+                                         vhost_fds=[pipes[2][1]]))
         assert calls(server) == [
             ("getfd", {"fdname": "fd0"}),
             ("getfd", {"fdname": "fd1"}),
@@ -768,7 +817,7 @@ def test_netdev_add_by_fds_rolls_back_on_netdev_add_error(server: FakeQMPServer,
     r, w = pipe_fds()
     try:
         with pytest.raises(CommandError) as info:
-            run(client.net.netdev_add_by_fds("tap", "n0", [w, w], [w]))
+            run(client.net.netdev_add_by_fds("tap", "n0", [w, w], vhost_fds=[w]))
     finally:
         os.close(r)
         os.close(w)
@@ -827,6 +876,8 @@ def test_chardev_unix_socket(server: FakeQMPServer, client: Client) -> None:
     run(client.chardev.chardev_unix_socket_add("char1", "/run/vm/c1.sock", wait=True))
     run(client.chardev.chardev_unix_socket_add("char2", "/run/vm/c2.sock", server=False,
                                                reconnect=2))
+    run(client.chardev.chardev_unix_socket_add("char3", "/run/vm/c3.sock", server=False,
+                                               reconnect_ms=3000))
     run(client.chardev.chardev_del("char0"))
 
     def backend(path: str, **data: Any) -> dict[str, Any]:
@@ -840,9 +891,46 @@ def test_chardev_unix_socket(server: FakeQMPServer, client: Client) -> None:
                          "backend": backend("/run/vm/c1.sock", server=True, wait=True)}),
         ("chardev-add", {"id": "char2",
                          "backend": backend("/run/vm/c2.sock", server=False, reconnect=2)}),
+        ("chardev-add", {"id": "char3",
+                         "backend": backend("/run/vm/c3.sock", server=False, reconnect=3)}),
         ("chardev-remove", {"id": "char0"}),
     ]
-    assert set(server.chardevs) == {"char1", "char2"}
+    assert set(server.chardevs) == {"char1", "char2", "char3"}
+
+
+def test_chardev_reconnect_ms_from_qemu_9_2(make: Make) -> None:
+    server, client = make(qemu_version="9.2.0")
+    run(client.chardev.chardev_unix_socket_add("c0", "/run/c0.sock", server=False, reconnect=2))
+    run(client.chardev.chardev_unix_socket_add("c1", "/run/c1.sock", server=False,
+                                               reconnect_ms=1500))
+    assert [args["backend"]["data"].get("reconnect-ms") for _, args in calls(server)] == [
+        2000, 1500]
+    assert all("reconnect" not in args["backend"]["data"] for _, args in calls(server))
+
+
+def test_chardev_reconnect_refusals(make: Make) -> None:
+    server, client = make(qemu_version="9.1.0")
+    with pytest.raises(ValidationError, match=r"reconnect_ms=1500 is not whole seconds, and "
+                                              r"QEMU 9.1.0 has reconnect in seconds only"):
+        client.chardev.chardev_unix_socket_add("c0", "/run/c0.sock", server=False,
+                                               reconnect_ms=1500)
+    with pytest.raises(ValidationError, match="only a client"):
+        client.chardev.chardev_unix_socket_add("c0", "/run/c0.sock", reconnect=1)
+    with pytest.raises(ValidationError, match="not both"):
+        client.chardev.chardev_unix_socket_add("c0", "/run/c0.sock", server=False,
+                                               reconnect=1, reconnect_ms=1000)
+    assert calls(server) == []
+
+
+def test_chardev_reconnect_follows_a_loaded_schema(make: Make) -> None:
+    # A build that reports 9.1 but has reconnect-ms (a backport) is asked by its schema.
+    release = captured_release("10.0.0")
+    server, client = make(version=(9, 1, 0), package="backport")
+    server.on("query-qmp-schema", returns=list(release.schema_info))
+    client.load_schema(cache=False).result(timeout=WAIT)
+    run(client.chardev.chardev_unix_socket_add("c0", "/run/c0.sock", server=False,
+                                               reconnect_ms=1500))
+    assert calls(server)[-1][1]["backend"]["data"]["reconnect-ms"] == 1500
 
 
 # -------------------------------------------------------------------- fd passing
@@ -887,7 +975,7 @@ def test_add_fd_and_remove_fd(server: FakeQMPServer, client: Client) -> None:
         os.close(w)
     assert isinstance(info, AddFdInfo) and info.fdset_id == 0
     assert info2.fdset_id == 7
-    run(client.fds.remove_fd(info.fdset_id, info.fd))
+    run(client.fds.remove_fd(info.fdset_id, fd=info.fd))
     run(client.fds.remove_fd(7))
     assert calls(server) == [
         ("add-fd", None),
@@ -1056,7 +1144,7 @@ def test_qom_list_with_descriptions(server: FakeQMPServer, client: Client) -> No
 
 def test_dump_guest_memory(server: FakeQMPServer, client: Client) -> None:
     server.on("dump-guest-memory", returns={})
-    run(client.vm.dump_guest_memory("file:/tmp/vm.dump", False, "elf"))
+    run(client.vm.dump_guest_memory("file:/tmp/vm.dump", False, format="elf"))
     run(client.vm.dump_guest_memory("fd:dumpfd", True))
     assert calls(server) == [
         ("dump-guest-memory", {"protocol": "file:/tmp/vm.dump", "paging": False,
@@ -1113,3 +1201,222 @@ def test_namespaces_are_made_on_first_use_and_kept(client: Client) -> None:
     vm = client.vm
     assert client.vm is vm and vars(client)["vm"] is vm
     assert repr(vm).startswith("<VMOps of ")
+
+
+# ------------------------------------------------- block devices (BlockDevice)
+def test_block_add_a_block_device(server: FakeQMPServer, client: Client, tmp_path: Any) -> None:
+    image = tmp_path / "disk.img"
+    image.touch()
+    run(client.block.add(BlockDevice(node_name="b0", path=str(image))))
+    run(client.block.add(BlockDevice(node_name="b1", path=str(image), read_only=True,
+                                     aio="native", direct=True, no_flush=False, discard=True)))
+    run(client.block.add(BlockDevice(node_name="b2", path="/dev/sr0", protocol="host_cdrom",
+                                     aio="io_uring", no_flush=True)))
+    assert calls(server) == [
+        ("blockdev-add", {"driver": "raw", "node-name": "b0", "read-only": False,
+                          "file": {"driver": "file", "filename": str(image)}}),
+        ("blockdev-add", {"driver": "raw", "node-name": "b1", "read-only": True,
+                          "discard": "unmap", "cache": {"direct": True, "no-flush": False},
+                          "file": {"driver": "file", "filename": str(image), "aio": "native",
+                                   "discard": "unmap"}}),
+        ("blockdev-add", {"driver": "raw", "node-name": "b2", "read-only": False,
+                          "cache": {"no-flush": True},
+                          "file": {"driver": "host_cdrom", "filename": "/dev/sr0",
+                                   "aio": "io_uring"}}),
+    ]
+    assert set(server.nodes) == {"b0", "b1", "b2"}
+
+
+def test_block_device_is_keyword_only_and_frozen() -> None:
+    with pytest.raises(TypeError):
+        BlockDevice("b0", "/x")  # type: ignore[call-arg]
+    dev = BlockDevice(node_name="b0", path="/x")
+    with pytest.raises(AttributeError):
+        dev.path = "/y"  # type: ignore[misc]
+    assert dev == BlockDevice(node_name="b0", path="/x")
+
+
+@pytest.mark.parametrize("device, match", [
+    (BlockDevice(node_name="b0", path="/x", aio="posix"), "aio must be one of"),
+    (BlockDevice(node_name="b0", path="/x", aio="native"), "needs direct=True"),
+    (BlockDevice(node_name="b0", path="/x", aio="native", direct=False), "needs direct=True"),
+    (BlockDevice(node_name="", path="/x"), "node_name"),
+    (BlockDevice(node_name="b0", path=""), "path"),
+    (BlockDevice(node_name="b0", path="/x", discard=1), "discard"),  # type: ignore[arg-type]
+    (BlockDevice(node_name="b0", path="/x", direct="on"), "direct"),  # type: ignore[arg-type]
+    (BlockDevice(node_name="b0", path="/x", protocol=""), "protocol"),
+    ("/x", "expected a BlockDevice"),
+])
+def test_block_add_validation(server: FakeQMPServer, client: Client, device: Any,
+                              match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        client.block.add(device)
+    assert calls(server) == []
+
+
+def test_block_add_io_uring_follows_the_schema(make: Make) -> None:
+    # A QEMU built without liburing has no io_uring in its schema: refused up front.
+    release = captured_release("7.2.0")
+    info = [dict(e) for e in release.schema_info]
+    for entry in info:
+        if entry.get("meta-type") == "enum" and "io_uring" in [
+                m["name"] if isinstance(m, dict) else m
+                for m in entry.get("members", entry.get("values", []))]:
+            entry["members"] = [m for m in entry["members"] if m["name"] != "io_uring"]
+            entry.pop("values", None)
+    server, client = make(version=(7, 2, 0), package="no-liburing")
+    server.on("query-qmp-schema", returns=info)
+    client.load_schema(cache=False).result(timeout=WAIT)
+    with pytest.raises(ValidationError, match=r"aio='io_uring' needs aio io_uring \(QEMU 5.0 "
+                                              r"or newer\); the peer is QEMU 7.2.0"):
+        client.block.add(BlockDevice(node_name="b0", path="/x", aio="io_uring"))
+    run(client.block.add(BlockDevice(node_name="b0", path="/x", aio="threads")))
+
+
+def test_device_add_block_properties(server: FakeQMPServer, client: Client) -> None:
+    server.on("device_add", returns={})
+    run(client.devices.device_add("b0", "d0", "virtio-blk-pci", discard=True, iothread="io0",
+                                  logical_block_size=4096, physical_block_size=4096))
+    run(client.devices.pci_device_add("b1", "d1", "virtio-blk-pci", addr="0x4", iothread="io1",
+                                      logical_block_size=512))
+    run(client.devices.scsi_device_add("b2", "d2", "scsi-hd", "scsi0.0",
+                                       logical_block_size=4096, physical_block_size=4096))
+    assert [args for _, args in calls(server)] == [
+        {"driver": "virtio-blk-pci", "id": "d0", "drive": "b0", "discard": True,
+         "iothread": "io0", "logical_block_size": 4096, "physical_block_size": 4096},
+        {"driver": "virtio-blk-pci", "id": "d1", "drive": "b1", "addr": "0x4",
+         "iothread": "io1", "logical_block_size": 512},
+        {"driver": "scsi-hd", "id": "d2", "drive": "b2", "bus": "scsi0.0",
+         "logical_block_size": 4096, "physical_block_size": 4096},
+    ]
+
+
+@pytest.mark.parametrize("call, match", [
+    # Properties a device model does not have are refused before QEMU sees them.
+    (lambda c: c.devices.device_add("b0", "d0", "scsi-hd", romfile=""), "no 'romfile'"),
+    (lambda c: c.devices.device_add("b0", "d0", "scsi-hd", disable_modern=True),
+     "no 'disable-modern'"),
+    (lambda c: c.devices.device_add("b0", "d0", "scsi-hd", discard=True), "no 'discard'"),
+    (lambda c: c.devices.device_add("b0", "d0", "scsi-hd", iothread="io0"), "no 'iothread'"),
+    (lambda c: c.devices.device_add("b0", "d0", "virtio-blk-ccw", romfile="x"), "no 'romfile'"),
+    (lambda c: c.devices.device_add("b0", "d0", "virtio-blk-pci", devno="fe.0.1"), "no 'devno'"),
+    (lambda c: c.devices.device_add("b0", "d0", "vfio-pci", disable_modern=True),
+     "no 'disable-modern'"),
+    (lambda c: c.devices.device_add("b0", "d0", "virtio-blk-pci", bus=""), "non-empty"),
+    (lambda c: c.devices.device_add("b0", "d0", "virtio-blk-pci", logical_block_size=1000),
+     "power of two"),
+    (lambda c: c.devices.device_add("b0", "d0", "virtio-blk-pci", logical_block_size=256),
+     "at least 512"),
+    (lambda c: c.devices.device_add("b0", "d0", "virtio-blk-pci", logical_block_size=4096,
+                                    physical_block_size=512), "larger than"),
+    (lambda c: c.devices.pci_device_add("b0", "d0", "virtio-blk-pci", queues=0), "at least 1"),
+    (lambda c: c.devices.scsi_device_add("b0", "d0", "scsi-hd", "scsi0.0", scsi_id=-1),
+     "at least 0"),
+    (lambda c: c.devices.net_pci_device_add("n0", "nic0", mac=""), "non-empty"),
+])
+def test_device_properties_refused(server: FakeQMPServer, client: Client,
+                                   call: Callable[[Client], object], match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        call(client)
+    assert calls(server) == []
+
+
+def test_device_add_passes_unknown_models_through(server: FakeQMPServer,
+                                                  client: Client) -> None:
+    # A model whose name does not tell (an alias, a new device): QEMU judges.
+    server.on("device_add", returns={})
+    run(client.devices.device_add("b0", "d0", "virtio-blk", romfile="", discard=True))
+    assert calls(server)[-1][1] == {"driver": "virtio-blk", "id": "d0", "drive": "b0",
+                                    "romfile": "", "discard": True}
+
+
+# ------------------------------------------------------------------- VFIO
+def test_vfio_bus_ccw_and_ap(server: FakeQMPServer, client: Client) -> None:
+    server.on("device_add", returns={})
+    run(client.vfio.vfio_device_add("v0", "0000:01:00.0", bus="rp0", romfile=""))
+    run(client.vfio.ccw_vfio_device_add("v1", "/sys/bus/mdev/devices/u1", devno="fe.0.1234"))
+    run(client.vfio.ccw_vfio_device_add("v2", "/sys/bus/mdev/devices/u2"))
+    assert [args for _, args in calls(server)] == [
+        {"driver": "vfio-pci", "id": "v0", "host": "0000:01:00.0", "bus": "rp0", "romfile": ""},
+        {"driver": "vfio-ccw", "id": "v1", "sysfsdev": "/sys/bus/mdev/devices/u1",
+         "devno": "fe.0.1234"},
+        {"driver": "vfio-ccw", "id": "v2", "sysfsdev": "/sys/bus/mdev/devices/u2"},
+    ]
+
+
+def test_vfio_iommufd_object_first(make: Make) -> None:
+    server, client = make(qemu_version="9.2.0")
+    server.on("device_add", returns={})
+    run(client.vfio.vfio_device_add("v0", "0000:01:00.0", bus="rp0", iommufd="iommufd0"))
+    run(client.vfio.pci_vfio_device_add("v1", "0000:02:00.0", addr="0x3", iommufd="iommufd0",
+                                        create_iommufd=False))
+    run(client.vfio.ap_vfio_mediated_device_add("/sys/devices/vfio_ap/matrix/u", dev_id="ap0",
+                                                iommufd="iommufd1"))
+    assert calls(server) == [
+        ("object-add", {"qom-type": "iommufd", "id": "iommufd0"}),
+        ("device_add", {"driver": "vfio-pci", "id": "v0", "host": "0000:01:00.0",
+                        "bus": "rp0", "iommufd": "iommufd0"}),
+        ("device_add", {"driver": "vfio-pci", "id": "v1", "host": "0000:02:00.0",
+                        "addr": "0x3", "iommufd": "iommufd0"}),
+        ("object-add", {"qom-type": "iommufd", "id": "iommufd1"}),
+        ("device_add", {"driver": "vfio-ap", "sysfsdev": "/sys/devices/vfio_ap/matrix/u",
+                        "id": "ap0", "iommufd": "iommufd1"}),
+    ]
+    assert set(server.objects) == {"iommufd0", "iommufd1"}
+
+
+def test_vfio_iommufd_removed_when_device_add_fails(make: Make) -> None:
+    server, client = make(qemu_version="9.2.0")
+    server.on("device_add", error=("GenericError", "vfio 0000:01:00.0: no such host device"))
+    with pytest.raises(CommandError, match="no such host device"):
+        run(client.vfio.vfio_device_add("v0", "0000:01:00.0", iommufd="iommufd0"))
+    assert [c[0] for c in calls(server)] == ["object-add", "device_add", "object-del"]
+    assert server.objects == {}
+
+
+def test_vfio_iommufd_needs_qemu_9(make: Make) -> None:
+    server, client = make(qemu_version="8.2.0")
+    with pytest.raises(ValidationError, match=r"iommufd='iommufd0' needs the iommufd backend "
+                                              r"\(QEMU 9.0 or newer\); the peer is QEMU 8.2.0"):
+        client.vfio.vfio_device_add("v0", "0000:01:00.0", iommufd="iommufd0")
+    with pytest.raises(ValidationError, match="create_iommufd"):
+        client.vfio.vfio_device_add("v0", "0000:01:00.0", create_iommufd=1)  # type: ignore[arg-type]
+    assert calls(server) == []
+
+
+# ------------------------------------------------------ netdevs by fd names
+def test_netdev_add_by_fd_names(server: FakeQMPServer, client: Client) -> None:
+    # govmm's ExecuteNetdevAddByFds: names given to getfd earlier; nothing else is sent.
+    run(client.net.netdev_add_by_fds("tap", "n0", ["tapfd0", "tapfd1"],
+                                     vhost_fds=["vhost0", "vhost1"]))
+    assert calls(server) == [("netdev_add", {"type": "tap", "id": "n0",
+                                             "fds": "tapfd0:tapfd1", "vhost": True,
+                                             "vhostfds": "vhost0:vhost1"})]
+
+
+def test_netdev_add_by_fds_mixed(server: FakeQMPServer, client: Client) -> None:
+    r, w = pipe_fds()
+    try:
+        run(client.net.netdev_add_by_fds("tap", "n0", ["mine", w]))
+    finally:
+        os.close(r)
+        os.close(w)
+    assert calls(server) == [("getfd", {"fdname": "fd1"}),
+                             ("netdev_add", {"type": "tap", "id": "n0", "fds": "mine:fd1"})]
+
+
+def test_netdev_add_by_fd_names_validation(server: FakeQMPServer, client: Client) -> None:
+    r, w = pipe_fds()
+    try:
+        with pytest.raises(ValidationError, match="'fd0' is also the name"):
+            client.net.netdev_add_by_fds("tap", "n0", [w, "fd0"])
+        with pytest.raises(ValidationError, match="digit"):
+            client.net.netdev_add_by_fds("tap", "n0", ["0fd"])
+        with pytest.raises(ValidationError):
+            client.net.netdev_add_by_fds("tap", "n0", [""])
+        with pytest.raises(ValidationError):
+            client.net.netdev_add_by_fds("tap", "n0", "fd0")
+    finally:
+        os.close(r)
+        os.close(w)
+    assert calls(server) == []

@@ -181,11 +181,12 @@ def test_pci_hotplug_in_q35_root_ports(start: Start) -> None:
                    "-device", "pcie-root-port,id=rp0,chassis=1",
                    "-device", "pcie-root-port,id=rp1,chassis=2", machine="q35")
     run(client.execute("blockdev-add", {"driver": "null-co", "node-name": "nb0"}))
-    run(client.devices.pci_device_add("nb0", "vblk0", "virtio-blk-pci", "0x0", "rp0", queues=2))
+    run(client.devices.pci_device_add("nb0", "vblk0", "virtio-blk-pci", addr="0x0", bus="rp0",
+                                      queues=2))
     assert run(client.qom.qom_get("/machine/peripheral/vblk0", "num-queues")) == 2
     run(client.net.netdev_add("user", "u0"))
-    run(client.devices.net_pci_device_add("u0", "nic0", "52:54:00:12:34:56", "0x0", "rp1",
-                                          queues=2))
+    run(client.devices.net_pci_device_add("u0", "nic0", mac="52:54:00:12:34:56", addr="0x0",
+                                          bus="rp1", queues=2))
     assert run(client.qom.qom_get("/machine/peripheral/nic0", "mq")) is True
     assert run(client.qom.qom_get("/machine/peripheral/nic0", "vectors")) == 6
     assert run(client.devices.device_del("vblk0")).data["device"] == "vblk0"
@@ -197,7 +198,8 @@ def test_pci_hotplug_in_q35_root_ports(start: Start) -> None:
 def test_virt_serial_port(start: Start) -> None:
     client = start("-device", "virtio-serial-pci,id=vser0")
     run(client.execute("chardev-add", {"id": "cn0", "backend": {"type": "null", "data": {}}}))
-    run(client.devices.virt_serial_port_add("port0", "cn0", "org.example.port0", "vser0.0"))
+    run(client.devices.virt_serial_port_add("port0", chardev_id="cn0", name="org.example.port0",
+                                            bus="vser0.0"))
     assert run(client.qom.qom_get("/machine/peripheral/port0", "name")) == "org.example.port0"
     with pytest.raises(CommandError):  # busy while the port uses it
         run(client.chardev.chardev_del("cn0"))
@@ -211,7 +213,7 @@ def test_netdev_user_add_and_del(start: Start) -> None:
     run(client.net.netdev_add("user", "n0"))
     assert "n0" in run(client.monitor.human_monitor_command("info network"))
     with pytest.raises(CommandError):  # "ifname" is a tap option
-        run(client.net.netdev_add("user", "n1", "tap9"))
+        run(client.net.netdev_add("user", "n1", ifname="tap9"))
     run(client.net.netdev_del("n0"))
     assert "n0" not in run(client.monitor.human_monitor_command("info network"))
 
@@ -266,7 +268,7 @@ def test_getfd_closefd_add_fd_remove_fd(start: Start) -> None:
         (entry,) = [s for s in fdsets if s["fdset-id"] == info.fdset_id]
         assert entry["fds"] == [{"fd": info.fd, "opaque": "pipe"}]
         # Accepted; QEMU 7.2 keeps the set listed while the VM is paused (QMP-NOTES.md).
-        assert run(client.fds.remove_fd(info.fdset_id, info.fd)) is None
+        assert run(client.fds.remove_fd(info.fdset_id, fd=info.fd)) is None
         with pytest.raises(CommandError):  # no such set
             run(client.fds.remove_fd(info.fdset_id + 100))
     finally:
@@ -285,8 +287,8 @@ def test_cpus(start: Start) -> None:
     assert cpus[0].target == "x86_64" and cpus[0].thread_id > 0
     free = next(s for s in slots if s.qom_path is None)
     p = free.properties
-    run(client.cpu.cpu_device_add(free.type, "cpu1", p.socket, p.core, p.thread,
-                                  die_id=p.die, node_id=p.node))
+    run(client.cpu.cpu_device_add(free.type, "cpu1", socket_id=p.socket, core_id=p.core,
+                                  thread_id=p.thread, die_id=p.die, node_id=p.node))
     cpus = run(client.cpu.query_cpus())
     assert [c.qom_path for c in cpus][-1] == "/machine/peripheral/cpu1"
     assert cpus[-1].props == p
@@ -296,14 +298,14 @@ def test_cpus(start: Start) -> None:
 def test_memory_hotplug_and_rollback(start: Start) -> None:
     client = start(memory="64,slots=2,maxmem=1G")
     assert run(client.memory.query_memory_devices()) == []
-    run(client.memory.hotplug_memory("memory-backend-ram", "mem0", "", 128))
+    run(client.memory.hotplug_memory("memory-backend-ram", "mem0", 128))
     (dimm,) = run(client.memory.query_memory_devices())
     assert isinstance(dimm, MemoryDevice) and dimm.type == "dimm"
     assert dimm.data["id"] == "dimmmem0" and dimm.data["size"] == 128 << 20
     assert dimm.data["memdev"] == "/objects/mem0"
     with pytest.raises(CommandError) as info:
-        run(client.memory.memdev_add("memory-backend-ram", "mem1", "", 64, False,
-                                     "no-such-dimm", "dimm1"))
+        run(client.memory.memdev_add("memory-backend-ram", "mem1", 64, driver="no-such-dimm",
+                                     driver_id="dimm1"))
     assert info.value.command == "device_add"
     objects = {p.name for p in run(client.qom.qom_list("/objects"))}
     assert "mem0" in objects and "mem1" not in objects  # rolled back
@@ -344,7 +346,7 @@ def test_human_monitor_command_and_schema(start: Start) -> None:
 def test_dump_guest_memory(start: Start, tmp_path: Path) -> None:
     client = start(memory="16")
     target = tmp_path / "vm.elf"
-    run(client.vm.dump_guest_memory(f"file:{target}", False, "elf"))
+    run(client.vm.dump_guest_memory(f"file:{target}", False, format="elf"))
     with open(target, "rb") as f:
         assert f.read(4) == b"\x7fELF"
 

@@ -101,11 +101,16 @@ def test_calls_through_the_namespace(client: Client) -> None:
     assert call.blockdev_add(driver="null-co", node_name="b0").result(timeout=10) == {}
     nodes = call.query_named_block_nodes().result(timeout=10)
     assert "b0" in {n["node-name"] for n in nodes}
-    # device_add's extra properties (scsi-id, lun) pass validation and reach QEMU
-    call.device_add(driver="scsi-hd", id="d0", drive="b0", bus="scsi0.0", scsi_id=3,
-                    lun=0).result(timeout=10)
+    # device_add's extra properties pass validation and reach QEMU under the names
+    # given: QEMU spells device properties both ways (scsi-id, logical_block_size).
+    call.device_add({"scsi-id": 3}, driver="scsi-hd", id="d0", drive="b0", bus="scsi0.0",
+                    lun=0, logical_block_size=4096, physical_block_size=4096).result(timeout=10)
     children = call.qom_list(path="/machine/peripheral").result(timeout=10)
     assert {"scsi0", "d0"} <= {p["name"] for p in children}
+    assert call.qom_get(path="/machine/peripheral/d0",
+                        property="logical_block_size").result(timeout=10) == 4096
+    with pytest.raises(CommandError, match="Property 'scsi-hd.scsi_id' not found"):
+        call.device_add(driver="scsi-hd", id="d9", drive="b0", scsi_id=3).result(timeout=10)
     ev = call.device_del(id="d0", _until=EventFilter("DEVICE_DELETED", {"device": "d0"}),
                          _timeout=10).result(timeout=10)
     assert isinstance(ev, Event) and ev.data["device"] == "d0"

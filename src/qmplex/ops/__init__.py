@@ -9,10 +9,10 @@ attribute             class                  operations
 ====================  =====================  ====================================================
 ``client.vm``         :class:`VMOps`         run state, reset, power button, balloon, memory dump
 ``client.monitor``    :class:`MonitorOps`    ``qmp_capabilities``, the schema, HMP commands
-``client.block``      :class:`BlockOps`      ``blockdev_add`` and its variants, ``blockdev_del``
+``client.block``      :class:`BlockOps`      ``add`` (a :class:`BlockDevice`), ``blockdev_del``
 ``client.devices``    :class:`DeviceOps`     ``device_add`` of disks, NICs, vhost-user, vsock,
                                              serial ports; ``device_del``
-``client.vfio``       :class:`VFIOOps`       PCI, mediated and AP pass-through
+``client.vfio``       :class:`VFIOOps`       PCI, mediated, CCW and AP pass-through
 ``client.cpu``        :class:`CPUOps`        vCPU slots, hot-plug, listing
 ``client.memory``     :class:`MemoryOps`     memory backends with DIMMs, NVDIMMs ...
 ``client.net``        :class:`NetOps`        netdevs (from options, a chardev, descriptors)
@@ -23,8 +23,9 @@ attribute             class                  operations
 ====================  =====================  ====================================================
 
 Method names are the QMP command's (``device_del``, ``qom_get``) or, for the composite
-operations, the govmm function's (``scsi_device_add``, ``hotplug_memory``). A
-namespace also works over any other :class:`Executor`: ``VMOps(recorder).stop()``.
+operations, the govmm function's (``scsi_device_add``, ``hotplug_memory``);
+``client.block.add`` takes a :class:`BlockDevice`. A namespace also works over any
+other :class:`Executor`: ``VMOps(recorder).stop()``.
 
 Each method builds the arguments of one or a few QMP commands, checks the caller's
 input, submits the commands with ``execute`` and returns a :class:`~qmplex.Future` at
@@ -35,7 +36,15 @@ Rules every operation follows:
 
 - Invalid input (a wrong type, an empty id, an unknown driver ...) raises
   :class:`~qmplex.errors.ValidationError` (a ``ValueError``) before any command is sent.
-- Argument names are the snake_case of QMP's; the wire names stay as QMP spells them.
+- Argument names are the snake_case of QMP's; the wire names stay as QMP spells them
+  (device properties included: ``logical_block_size``, ``scsi-id``).
+- Required arguments come first; optional ones, and those easily swapped (two ids,
+  two flags), are keyword-only. None means "not given" for every optional argument
+  (the argument is left out of the command).
+- QEMU 5.0 and newer are supported. Where QMP changed between releases, the form the
+  peer has is chosen (from its schema when loaded, else its version); a request the
+  peer cannot express is refused before sending, naming its version
+  (:mod:`qmplex.ops.versions`).
 - ``timeout`` is passed to every command the operation sends (each command gets the
   whole ``timeout``); a command that times out fails the operation with
   :class:`~qmplex.errors.Timeout`.
@@ -57,14 +66,15 @@ The flat names of qmplex 0.1 (``client.stop()``, ``client.scsi_device_add(...)``
 deprecated aliases for one release (:class:`DeprecatedOperations`).
 
 Modules: ``executor`` (the :class:`Executor` protocol and the command sequences the
-operations share), ``args`` (input checks, :func:`wire_name`), ``device_table``
+operations share), ``versions`` (what each QEMU release can express), ``args`` (input
+checks, :func:`wire_name`), ``device_table``
 (``device_add`` rows and their builder), ``namespace`` (:class:`Namespace`,
 :class:`LazyNamespace`), ``results`` (the typed results), ``deprecated`` (the old flat
 names), and one module per domain, named as its attribute.
 """
 
 from .args import wire_name
-from .block import BlockOps
+from .block import AIO_MODES, BlockDevice, BlockOps
 from .chardev import ChardevOps
 from .cpu import CPUOps
 from .deprecated import DeprecatedAlias, DeprecatedOperations
@@ -92,7 +102,9 @@ from .vfio import VFIOOps
 from .vm import VMOps
 
 __all__ = [
+    "AIO_MODES",
     "AddFdInfo",
+    "BlockDevice",
     "BlockOps",
     "CPUInfo",
     "CPUOps",

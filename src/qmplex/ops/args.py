@@ -9,7 +9,6 @@ the Python argument (``what``). Nothing here sends a command or knows a client.
 from __future__ import annotations
 
 import os
-import re
 
 from ..errors import ValidationError
 from ..names import UNDERSCORE_COMMANDS, wire_name
@@ -17,7 +16,6 @@ from ..redact import REDACTED, is_redacted
 
 __all__ = ["wire_name"]
 
-_DECIMAL = re.compile(r"[0-9]+\Z")
 
 
 def _shown(op: str, what: str, value: object) -> str:
@@ -84,15 +82,3 @@ def check_fdname(op: str, name: object) -> str:
         # QEMU reads a name starting with a digit as a descriptor number (getfd refuses it).
         raise ValidationError(f"{op}: fdname must not start with a digit: {fdname!r}")
     return fdname
-
-
-def check_topology_id(op: str, what: str, value: object) -> int | None:
-    """A CPU topology id: an int, a decimal string (govmm style), or None/"" (omitted)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        if not _DECIMAL.match(value):
-            raise ValidationError(f"{op}: {what} must be a decimal number, "
-                                  f"not {_shown(op, what, value)}")
-        return int(value)
-    return check_int(op, what, value, 0)

@@ -37,24 +37,28 @@ class CPUOps(Namespace):
 
     __slots__ = ()
 
-    def cpu_device_add(self, driver: str, cpu_id: str, socket_id: int | str | None,
-                       core_id: int | str | None, thread_id: int | str | None, *,
-                       die_id: int | str | None = None, node_id: int | str | None = None,
+    def cpu_device_add(self, driver: str, cpu_id: str, *, socket_id: int | None = None,
+                       die_id: int | None = None, core_id: int | None = None,
+                       thread_id: int | None = None, node_id: int | None = None,
                        timeout: float | None = None) -> Future[None]:
         """Plug a vCPU into a free slot (``device_add``).
 
-        Pass exactly the topology ids that the slot's ``props`` in
-        :meth:`query_hotpluggable_cpus` have (the others as None): QEMU refuses an id
-        the machine does not use. Ids are sent as JSON integers; a decimal string
-        (``"1"``) is converted, an empty string is omitted like None.
+        Give the topology ids that the slot's ``props`` in
+        :meth:`query_hotpluggable_cpus` have (``client.cpu.cpu_device_add(slot.type,
+        "cpu1", socket_id=slot.properties.socket, ...)``); None leaves an id out.
+        Ids are sent as JSON integers. Only the ids the CPU model takes are sent, as
+        govmm does: s390x (``*-s390x-cpu``) and ppc64 (``*-spapr-cpu-core``,
+        ``host-powerpc64-cpu``) take ``core-id`` alone (ppc64 also ``node-id``), and
+        ``die-id`` goes to x86 models only; other ids given for those models are left
+        out.
 
         Args:
             driver: the CPU type, the slot's :attr:`HotpluggableCPU.type`.
             cpu_id: the new device's id.
             socket_id: ``socket-id``.
+            die_id: ``die-id`` (x86).
             core_id: ``core-id``.
             thread_id: ``thread-id``.
-            die_id: ``die-id``.
             node_id: ``node-id``.
             timeout: seconds for the command.
 
@@ -63,11 +67,11 @@ class CPUOps(Namespace):
             unplugging it never completes.
 
         Raises:
-            ValidationError: an empty driver or id, a negative or non-numeric id.
+            ValidationError: an empty driver or id, a negative or non-integer id.
         """
         return plug(self._executor, table.CPU_DEVICE, timeout, driver=driver, cpu_id=cpu_id,
-                    socket_id=socket_id, core_id=core_id, thread_id=thread_id,
-                    die_id=die_id, node_id=node_id)
+                    socket_id=socket_id, die_id=die_id, core_id=core_id,
+                    thread_id=thread_id, node_id=node_id)
 
     def query_hotpluggable_cpus(self, *, timeout: float | None = None,
                                 ) -> Future[list[HotpluggableCPU]]:
@@ -83,10 +87,15 @@ class CPUOps(Namespace):
     def query_cpus(self, *, timeout: float | None = None) -> Future[list[CPUInfo]]:
         """List the vCPUs.
 
-        Sends ``query-cpus-fast`` (which does not interrupt the vCPUs) to QEMU 2.12
-        or newer, and when the version is unknown; to an older QEMU ``query-cpus``,
-        falling back to ``query-cpus-fast`` if QEMU answers ``CommandNotFound`` (QEMU
-        6.0 removed ``query-cpus``). Both shapes become :class:`CPUInfo`.
+        Sends ``query-cpus-fast`` to QEMU 2.12 or newer, and when the version is
+        unknown. That is a deliberate choice where both commands exist (2.12 to 5.2,
+        and govmm's ``ExecQueryCpus`` sends ``query-cpus``): ``query-cpus`` stops
+        every vCPU to read its registers, was deprecated in 2.12 and is gone from 6.0
+        on, while ``query-cpus-fast`` reads what QEMU already knows. To an older QEMU
+        ``query-cpus`` is sent, falling back to ``query-cpus-fast`` if QEMU answers
+        ``CommandNotFound``. Both shapes become :class:`CPUInfo` (``query-cpus``'s
+        ``halted``, ``pc`` and ``current`` are not kept; ask
+        ``client.execute("query-cpus")`` on a QEMU before 6.0 for them).
 
         Returns:
             A future for the vCPUs.

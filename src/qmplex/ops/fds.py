@@ -61,7 +61,7 @@ class FdOps(Namespace):
         fdname = check_id("closefd", "fdname", fdname)
         return command(self._executor, "closefd", {"fdname": fdname}, timeout)
 
-    def add_fd(self, fd: int, fdset_id: int | None = None, opaque: str | None = None, *,
+    def add_fd(self, fd: int, *, fdset_id: int | None = None, opaque: str | None = None,
                timeout: float | None = None) -> Future[AddFdInfo]:
         """Add a descriptor to an fd set (``add-fd``, the descriptor travelling as
         SCM_RIGHTS), usable as ``/dev/fdset/ID`` where QEMU opens a file.
@@ -89,7 +89,7 @@ class FdOps(Namespace):
         return self._executor.execute("add-fd", args or None, fds=[fd],
                                       timeout=timeout).then(AddFdInfo.from_qmp)
 
-    def remove_fd(self, fdset_id: int, fd: int | None = None, *,
+    def remove_fd(self, fdset_id: int, *, fd: int | None = None,
                   timeout: float | None = None) -> Future[None]:
         """Remove a descriptor, or a whole fd set, from QEMU (``remove-fd``).
 

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ValidationError
 from ..futures import Future
 from . import device_table as table
-from .args import check_bool, check_id, check_int, check_str
+from .args import check_bool, check_id, check_int
 from .device_table import device_args
 from .executor import object_add_args, undo_on_failure
 from .namespace import Namespace
@@ -44,31 +44,35 @@ class MemoryOps(Namespace):
 
         return executor.execute("object-add", object_args, timeout=timeout).chain(_plug)
 
-    def memdev_add(self, qom_type: str, mem_id: str, mem_path: str, size: int, share: bool,
-                   driver: str, driver_id: str, addr: str = "", bus: str = "", *,
-                   timeout: float | None = None) -> Future[None]:
+    def memdev_add(self, qom_type: str, mem_id: str, size: int, *, driver: str,
+                   driver_id: str, mem_path: str | None = None, share: bool = False,
+                   addr: str | None = None, bus: str | None = None,
+                   devno: str | None = None, timeout: float | None = None) -> Future[None]:
         """Hot-plug memory: a memory backend (``object-add``), then the device that
         shows it to the guest (``device_add``).
 
         The backend is ``{"qom-type": QOM_TYPE, "id": MEM_ID, "size": SIZE MiB in
-        bytes}`` plus ``"mem-path"`` when not empty and ``"share": true`` when asked
+        bytes}`` plus ``"mem-path"`` when given and ``"share": true`` when asked
         (QEMU before 5.0 gets them inside ``"props"``). The device is
-        ``{"driver": DRIVER, "id": DRIVER_ID, "memdev": MEM_ID}`` plus ``"addr"`` and
-        ``"bus"`` when not empty. When ``device_add`` fails, the backend is removed
-        (``object-del``) and the future fails with ``device_add``'s error.
+        ``{"driver": DRIVER, "id": DRIVER_ID, "memdev": MEM_ID}`` plus ``"addr"``,
+        ``"bus"`` or ``"devno"`` when given. When ``device_add`` fails, the backend is
+        removed (``object-del``) and the future fails with ``device_add``'s error.
 
         Args:
             qom_type: the backend type: ``"memory-backend-ram"``,
                 ``"memory-backend-file"`` (needs ``mem_path``) or another
                 ``memory-backend-*``.
             mem_id: the backend's id.
-            mem_path: the backing file or hugetlbfs directory ("" for none).
             size: the size in MiB (as govmm's; :meth:`nvdimm_device_add` takes bytes).
-            share: map the memory shared (needed by vhost-user devices).
-            driver: the device: ``"pc-dimm"``, ``"virtio-mem-pci"``, ``"nvdimm"`` ...
+            driver: the device: ``"pc-dimm"``, ``"virtio-mem-pci"``,
+                ``"virtio-mem-ccw"``, ``"nvdimm"`` ...
             driver_id: the device's id.
-            addr: the device's address ("": QEMU chooses).
-            bus: the device's bus ("": QEMU chooses).
+            mem_path: the backing file or hugetlbfs directory (None: none).
+            share: map the memory shared (needed by vhost-user devices).
+            addr: the PCI slot of a ``virtio-mem-pci`` (None: QEMU chooses).
+            bus: the device's bus (None: QEMU chooses).
+            devno: the device number of a CCW device (``virtio-mem-ccw``, s390x);
+                neither ``addr`` nor ``bus`` with it.
             timeout: seconds for each command.
 
         Returns:
@@ -77,7 +81,8 @@ class MemoryOps(Namespace):
 
         Raises:
             ValidationError: a type that is not a memory backend, a file backend
-                without a path, a size below 1, an empty id, wrong types.
+                without a path, a size below 1, an empty id, ``devno`` with ``addr``
+                or ``bus``, wrong types.
         """
         op = "memdev_add"
         qom_type = check_id(op, "qom_type", qom_type)
@@ -85,26 +90,28 @@ class MemoryOps(Namespace):
             raise ValidationError(f"{op}: qom_type must be a memory-backend-* type, "
                                   f"not {qom_type!r}")
         mem_id = check_id(op, "mem_id", mem_id)
-        mem_path = check_str(op, "mem_path", mem_path)
-        if qom_type == "memory-backend-file" and not mem_path:
+        mem_path = None if mem_path is None else check_id(op, "mem_path", mem_path)
+        if qom_type == "memory-backend-file" and mem_path is None:
             raise ValidationError(f"{op}: memory-backend-file needs a mem_path")
         size = check_int(op, "size", size, 1)
         props: dict[str, Any] = {"size": size << 20}
-        if mem_path:
+        if mem_path is not None:
             props["mem-path"] = mem_path
         if check_bool(op, "share", share):
             props["share"] = True
         device, _ = device_args(self._executor, table.MEMORY_DEVICE, {
             "driver": driver, "driver_id": driver_id, "mem_id": mem_id, "bus": bus,
-            "addr": addr})
+            "addr": addr, "devno": devno})
         return self._memory_backend_then_device(
             object_add_args(self._executor, qom_type, mem_id, props), device, timeout)
 
-    def hotplug_memory(self, qom_type: str, mem_id: str, mem_path: str, size: int,
-                       share: bool = False, *, timeout: float | None = None) -> Future[None]:
+    def hotplug_memory(self, qom_type: str, mem_id: str, size: int, *,
+                       mem_path: str | None = None, share: bool = False,
+                       timeout: float | None = None) -> Future[None]:
         """Hot-plug a ``pc-dimm`` with id ``"dimm" + mem_id`` over a new backend: the
-        same as ``memdev_add(qom_type, mem_id, mem_path, size, share, "pc-dimm",
-        "dimm" + mem_id)`` (see :meth:`memdev_add`; ``size`` in MiB).
+        same as ``memdev_add(qom_type, mem_id, size, driver="pc-dimm",
+        driver_id="dimm" + mem_id, mem_path=mem_path, share=share)`` (see
+        :meth:`memdev_add`; ``size`` in MiB).
 
         Returns:
             A future done (None) when the DIMM exists.
@@ -112,12 +119,12 @@ class MemoryOps(Namespace):
         Raises:
             ValidationError: as :meth:`memdev_add`.
         """
-        return self.memdev_add(qom_type, mem_id, mem_path, size, share, "pc-dimm",
-                               f"dimm{check_id('hotplug_memory', 'mem_id', mem_id)}",
-                               timeout=timeout)
+        return self.memdev_add(qom_type, mem_id, size, driver="pc-dimm",
+                               driver_id=f"dimm{check_id('hotplug_memory', 'mem_id', mem_id)}",
+                               mem_path=mem_path, share=share, timeout=timeout)
 
-    def nvdimm_device_add(self, dev_id: str, mem_path: str, size: int,
-                          pmem: bool | None = None, *,
+    def nvdimm_device_add(self, dev_id: str, mem_path: str, size: int, *,
+                          pmem: bool | None = None,
                           timeout: float | None = None) -> Future[None]:
         """Hot-plug an NVDIMM: a shared ``memory-backend-file`` with id
         ``"nvdimmbackmem" + dev_id`` (``object-add``), then an ``nvdimm`` device with id
@@ -129,7 +136,7 @@ class MemoryOps(Namespace):
             dev_id: the suffix of both ids.
             mem_path: the backing file.
             size: the size in bytes.
-            pmem: the backend's ``pmem`` property (omitted when None).
+            pmem: the backend's ``pmem`` property (None: QEMU's default).
             timeout: seconds for each command.
 
         Returns:

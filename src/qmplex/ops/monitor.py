@@ -53,7 +53,7 @@ class MonitorOps(Namespace):
         """
         return self._executor.execute("query-qmp-schema", None, timeout=timeout).then(_schema)
 
-    def human_monitor_command(self, command_line: str, cpu_index: int | None = None, *,
+    def human_monitor_command(self, command_line: str, *, cpu_index: int | None = None,
                               timeout: float | None = None) -> Future[str]:
         """Run a human monitor (HMP) command (``human-monitor-command``).
 

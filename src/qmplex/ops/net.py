@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..futures import Future
-from .args import check_bool, check_fd, check_id, check_int, check_str, wire_name
+from .args import check_bool, check_fd, check_fdname, check_id, check_int, wire_name
 from .executor import command, with_named_fds
 from .namespace import Namespace
 
@@ -28,26 +28,27 @@ class NetOps(Namespace):
     __slots__ = ()
 
     # ``self`` is positional-only, so that ``**extra`` may take any other keyword.
-    def netdev_add(self, /, netdev_type: str, netdev_id: str, ifname: str = "",
-                   downscript: str = "no", script: str = "no", queues: int = 0,
-                   vhost: bool = False, *, timeout: float | None = None,
-                   **extra: Any) -> Future[None]:
+    def netdev_add(self, /, netdev_type: str, netdev_id: str, *, ifname: str | None = None,
+                   script: str | None = None, downscript: str | None = None,
+                   queues: int | None = None, vhost: bool = False,
+                   timeout: float | None = None, **extra: Any) -> Future[None]:
         """Add a network backend (``netdev_add``).
 
-        Sends ``{"type": NETDEV_TYPE, "id": NETDEV_ID}``; for ``tap`` also
-        ``"ifname"``, ``"downscript"`` and ``"script"`` (as govmm does; other types get
-        them only when not empty / not ``"no"``, and QEMU refuses them for types that
-        lack them, e.g. ``user``); ``"queues"`` when above 1; ``"vhost": true`` when
-        asked; and each ``extra`` keyword under its QMP name (``ipv6_prefix=...`` ->
-        ``"ipv6-prefix"``, see :func:`wire_name`).
+        Sends ``{"type": NETDEV_TYPE, "id": NETDEV_ID}`` plus ``"ifname"``,
+        ``"queues"`` and ``"vhost": true`` when given, and each ``extra`` keyword under
+        its QMP name (``ipv6_prefix=...`` -> ``"ipv6-prefix"``, see :func:`wire_name`).
+        A ``tap`` always gets ``"script"`` and ``"downscript"``: ``"no"`` unless given,
+        since QEMU would otherwise run ``/etc/qemu-ifup`` (govmm sends ``ifname``,
+        ``script`` and ``downscript`` for every type, which QEMU refuses for types
+        without them, such as ``user``); other types get them only when given.
 
         Args:
             netdev_type: ``"tap"``, ``"user"``, ``"socket"``, ``"vhost-user"`` ...
             netdev_id: the netdev's id.
-            ifname: the tap interface's name ("" lets the kernel choose).
-            downscript: the tap down script (``"no"``: none).
-            script: the tap up script (``"no"``: none).
-            queues: the number of queues (sent when above 1).
+            ifname: the tap interface's name (None: the kernel chooses).
+            script: the tap up script (None: ``"no"`` for a tap).
+            downscript: the tap down script (None: ``"no"`` for a tap).
+            queues: the number of queues (None: one).
             vhost: use vhost-net.
             timeout: seconds for the command.
             **extra: further netdev options (values sent as given).
@@ -56,24 +57,22 @@ class NetOps(Namespace):
             A future done (None) when the netdev exists.
 
         Raises:
-            ValidationError: an empty type or id, negative queues, wrong types.
+            ValidationError: an empty type, id or name, queues below 1, wrong types.
         """
         op = "netdev_add"
         netdev_type = check_id(op, "netdev_type", netdev_type)
         args: dict[str, Any] = {"type": netdev_type,
                                 "id": check_id(op, "netdev_id", netdev_id)}
-        ifname = check_str(op, "ifname", ifname)
-        downscript = check_str(op, "downscript", downscript)
-        script = check_str(op, "script", script)
         tap = netdev_type in _TAP_TYPES
-        if tap or ifname:
-            args["ifname"] = ifname
-        if tap or downscript != "no":
-            args["downscript"] = downscript
-        if tap or script != "no":
-            args["script"] = script
-        if check_int(op, "queues", queues, 0) > 1:
-            args["queues"] = queues
+        if ifname is not None:
+            args["ifname"] = check_id(op, "ifname", ifname)
+        for name, value in (("downscript", downscript), ("script", script)):
+            if value is not None:
+                args[name] = check_id(op, name, value)
+            elif tap:
+                args[name] = "no"
+        if queues is not None:
+            args["queues"] = check_int(op, "queues", queues, 1)
         if check_bool(op, "vhost", vhost):
             args["vhost"] = True
         for key, value in extra.items():
@@ -83,18 +82,19 @@ class NetOps(Namespace):
             args[wire] = value
         return command(self._executor, "netdev_add", args, timeout)
 
-    def netdev_chardev_add(self, netdev_type: str, netdev_id: str, chardev: str,
-                           queues: int = 0, *, timeout: float | None = None) -> Future[None]:
+    def netdev_chardev_add(self, netdev_type: str, netdev_id: str, chardev: str, *,
+                           queues: int | None = None,
+                           timeout: float | None = None) -> Future[None]:
         """Add a network backend over a chardev (``netdev_add``), i.e. ``vhost-user``.
 
         Sends ``{"type": NETDEV_TYPE, "id": NETDEV_ID, "chardev": CHARDEV}`` plus
-        ``"queues"`` when above 1.
+        ``"queues"`` when given.
 
         Returns:
             A future done (None) when the netdev exists.
 
         Raises:
-            ValidationError: an empty type or id, negative queues, wrong types.
+            ValidationError: an empty type or id, queues below 1, wrong types.
         """
         op = "netdev_chardev_add"
         args: dict[str, Any] = {
@@ -102,56 +102,74 @@ class NetOps(Namespace):
             "id": check_id(op, "netdev_id", netdev_id),
             "chardev": check_id(op, "chardev", chardev),
         }
-        if check_int(op, "queues", queues, 0) > 1:
-            args["queues"] = queues
+        if queues is not None:
+            args["queues"] = check_int(op, "queues", queues, 1)
         return command(self._executor, "netdev_add", args, timeout)
 
-    def netdev_add_by_fds(self, netdev_type: str, netdev_id: str, fds: Sequence[int],
-                          vhost_fds: Sequence[int] = (), *,
+    def netdev_add_by_fds(self, netdev_type: str, netdev_id: str, fds: Sequence[int | str],
+                          *, vhost_fds: Sequence[int | str] = (),
                           timeout: float | None = None) -> Future[None]:
-        """Add a network backend over open descriptors (a tap or macvtap queue each).
+        """Add a network backend over descriptors (a tap or macvtap queue each).
 
-        Each of ``fds`` is passed to QEMU with ``getfd`` (SCM_RIGHTS) as ``"fd0"``,
-        ``"fd1"`` ..., each of ``vhost_fds`` as ``"vhostfd0"`` ..., then ``netdev_add``
-        gets ``{"type", "id", "fds": "fd0:fd1"}`` and, when there are vhost
-        descriptors, ``"vhost": true, "vhostfds": "vhostfd0:vhostfd1"``.
+        Each of ``fds`` is an open descriptor or the name of one QEMU already holds
+        (given with :meth:`FdOps.getfd`, as govmm's ``ExecuteNetdevAddByFds`` takes
+        them); likewise ``vhost_fds``. A descriptor is passed to QEMU with ``getfd``
+        (SCM_RIGHTS) as ``"fd<i>"`` (``"vhostfd<i>"`` for ``vhost_fds[i]``), a name is
+        used as it is; then ``netdev_add`` gets ``{"type", "id", "fds": "N0:N1..."}``
+        and, when there are vhost descriptors, ``"vhost": true, "vhostfds":
+        "V0:V1..."``.
 
-        All the commands are submitted together, so no other command of this client
-        comes between them and two such operations cannot swap their ``fdN`` names
-        (QEMU consumes a name when ``netdev_add`` uses it). When a ``getfd`` or
-        ``netdev_add`` fails, the names already registered are released with
-        ``closefd`` and the future fails with the first error.
+        The ``getfd`` commands and ``netdev_add`` are submitted together, so no other
+        command of this client comes between them and two such operations cannot swap
+        their ``fd<i>`` names (QEMU consumes a name when ``netdev_add`` uses it). When
+        a ``getfd`` or ``netdev_add`` fails, the names this call registered are
+        released with ``closefd`` and the future fails with the first error.
 
         Args:
             netdev_type: usually ``"tap"``.
             netdev_id: the netdev's id.
-            fds: the queue descriptors (at least one). The caller keeps them; QEMU
-                gets copies.
-            vhost_fds: ``/dev/vhost-net`` descriptors, one per queue, or none.
+            fds: the queue descriptors or their names (at least one). The caller
+                keeps its descriptors; QEMU gets copies.
+            vhost_fds: ``/dev/vhost-net`` descriptors or names, one per queue, or none.
             timeout: seconds for each command.
 
         Returns:
             A future done (None) when the netdev exists.
 
         Raises:
-            ValidationError: no ``fds``, a descriptor that is not open, an empty type
-                or id (nothing is sent).
+            ValidationError: no ``fds``, a descriptor that is not open, a name that
+                is empty, starts with a digit or is also the name of a passed
+                descriptor, an empty type or id (nothing is sent).
         """
         op = "netdev_add_by_fds"
         args: dict[str, Any] = {"type": check_id(op, "netdev_type", netdev_type),
                                 "id": check_id(op, "netdev_id", netdev_id)}
         if isinstance(fds, (str, bytes)) or isinstance(vhost_fds, (str, bytes)):
-            raise ValidationError(f"{op}: fds and vhost_fds are sequences of descriptors")
+            raise ValidationError(f"{op}: fds and vhost_fds are sequences of descriptors "
+                                  "or names")
         if not fds:
             raise ValidationError(f"{op}: at least one descriptor is needed in fds")
-        named = [(f"fd{i}", check_fd(op, f"fds[{i}]", fd)) for i, fd in enumerate(fds)]
-        vhost_named = [(f"vhostfd{i}", check_fd(op, f"vhost_fds[{i}]", fd))
-                       for i, fd in enumerate(vhost_fds)]
-        args["fds"] = ":".join(name for name, _ in named)
-        if vhost_named:
+        named: list[tuple[str, int]] = []
+        names: dict[str, list[str]] = {"fds": [], "vhost_fds": []}
+        for what, prefix, items in (("fds", "fd", fds), ("vhost_fds", "vhostfd", vhost_fds)):
+            for i, item in enumerate(items):
+                if isinstance(item, str):
+                    names[what].append(check_fdname(op, item))
+                else:
+                    named.append((f"{prefix}{i}", check_fd(op, f"{what}[{i}]", item)))
+                    names[what].append(f"{prefix}{i}")
+        passed = {name for name, _ in named}
+        clash = passed & {n for items in (fds, vhost_fds) for n in items if isinstance(n, str)}
+        if clash:
+            raise ValidationError(f"{op}: the name {sorted(clash)[0]!r} is also the name of a "
+                                  "descriptor passed in this call")
+        args["fds"] = ":".join(names["fds"])
+        if names["vhost_fds"]:
             args["vhost"] = True
-            args["vhostfds"] = ":".join(name for name, _ in vhost_named)
-        return with_named_fds(self._executor, op, named + vhost_named, "netdev_add", args, timeout)
+            args["vhostfds"] = ":".join(names["vhost_fds"])
+        if not named:
+            return command(self._executor, "netdev_add", args, timeout)
+        return with_named_fds(self._executor, op, named, "netdev_add", args, timeout)
 
     def netdev_del(self, netdev_id: str, *, timeout: float | None = None) -> Future[None]:
         """Remove a network backend (``netdev_del {"id"}``).

@@ -68,9 +68,12 @@ class VMOps(Namespace):
         """
         return command(self._executor, "system_reset", None, timeout)
 
-    def system_powerdown(self, until: str = "POWERDOWN", *,
+    def system_powerdown(self, *, until: str = "POWERDOWN",
                          timeout: float | None = None) -> Future[Event]:
         """Press the ACPI power button (``system_powerdown``) and wait for an event.
+
+        govmm's ``ExecuteSystemPowerdown`` waits for ``POWERDOWN`` too (its comment
+        says ``SHUTDOWN``, its code waits for ``POWERDOWN``).
 
         Args:
             until: ``"POWERDOWN"`` (QEMU emits it at once, with or without a guest) or
@@ -120,11 +123,12 @@ class VMOps(Namespace):
         value = check_int("balloon", "value", value, 1)
         return command(self._executor, "balloon", {"value": value}, timeout)
 
-    def dump_guest_memory(self, protocol: str, paging: bool, format: str | None = None, *,
+    def dump_guest_memory(self, protocol: str, paging: bool, *, format: str | None = None,
                           timeout: float | None = None) -> Future[None]:
         """Dump the guest's memory (``dump-guest-memory``).
 
-        Sends ``{"protocol": PROTOCOL, "paging": PAGING}`` plus ``"format"`` when given.
+        Sends ``{"protocol": PROTOCOL, "paging": PAGING}`` plus ``"format"`` when given
+        (govmm always sends ``"format"``, "" when not set, which QEMU refuses).
 
         Args:
             protocol: ``"file:PATH"`` or ``"fd:NAME"`` (a name from :meth:`getfd`).
