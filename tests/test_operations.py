@@ -729,7 +729,8 @@ def test_nvdimm_rollback(server: FakeQMPServer, client: Client) -> None:
 def test_netdev_add_forms(server: FakeQMPServer, client: Client) -> None:
     run(client.net.netdev_add("tap", "n0", ifname="tap0"))
     run(client.net.netdev_add("tap", "n1", queues=4, vhost=True, vnet_hdr=True))
-    run(client.net.netdev_add("user", "n2", ipv6_prefix="fd00::", hostfwd=["tcp::2222-:22"]))
+    run(client.net.netdev_add("user", "n2", ipv6_prefix="fd00::",
+                              hostfwd=[{"str": "tcp::2222-:22"}]))
     run(client.net.netdev_add("tap", "n3", downscript="/etc/down", script="/etc/up", queues=1))
     assert calls(server) == [
         ("netdev_add", {"type": "tap", "id": "n0", "ifname": "tap0", "downscript": "no",
@@ -737,7 +738,7 @@ def test_netdev_add_forms(server: FakeQMPServer, client: Client) -> None:
         ("netdev_add", {"type": "tap", "id": "n1", "downscript": "no",
                         "script": "no", "queues": 4, "vhost": True, "vnet_hdr": True}),
         ("netdev_add", {"type": "user", "id": "n2", "ipv6-prefix": "fd00::",
-                        "hostfwd": ["tcp::2222-:22"]}),
+                        "hostfwd": [{"str": "tcp::2222-:22"}]}),
         ("netdev_add", {"type": "tap", "id": "n3", "downscript": "/etc/down",
                         "script": "/etc/up", "queues": 1}),
     ]

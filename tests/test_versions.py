@@ -75,6 +75,9 @@ def test_device_property_lists_mix_spellings() -> None:
     assert not release.device_accepts("scsi-hd", "romfile")
     assert release.device_accepts("scsi-hd", "bus")  # device_add's own
     assert release.device_accepts("vhost-vsock-pci", "guest-cid") is None  # not captured
+    # libvirt's placeholder for virtio-iommu-pci (5.0 to 6.2) is not QEMU's answer
+    assert captured_release("6.2.0").device_accepts("virtio-iommu-pci", "addr") is None
+    assert captured_release("7.0.0").device_accepts("virtio-iommu-pci", "addr") is True
 
 
 # ------------------------------------------------------ the fake as a release
@@ -182,3 +185,32 @@ def test_events_before_the_greeting_are_skipped(make: Any,
     assert str(client.version) == "5.0.0"
     assert client.execute("query-status").result(WAIT)["status"] == "prelaunch"
     assert "skipped 2 event(s) sent before the greeting" in caplog.text
+
+
+# ------------------------------------- what the operations know of device models
+def test_device_model_knowledge_agrees_with_every_release() -> None:
+    """The typed operations decide from a model's name whether it has a property
+    (qmplex.ops.device_table); every captured property list must agree."""
+    from qmplex.ops import device_table as table
+
+    knowledge = [(table.pci, ("addr", "romfile")), (table.virtio_pci, ("disable-modern",)),
+                 (table.ccw, ("devno",)), (table.virtio_blk, ("iothread", "discard")),
+                 (table.block_sizes, ("logical_block_size", "physical_block_size"))]
+    # A DIMM's "addr" is its guest-physical address (a number), not a PCI slot: the
+    # rows that send a slot as "addr" never plug DIMMs.
+    memory_devices = {"nvdimm", "pc-dimm"}
+    checked = 0
+    for name in CAPTURED_QEMU_VERSIONS:
+        release = captured_release(name)
+        for driver, props in release.devices.items():
+            for says, wires in knowledge:
+                verdict = says(driver)
+                if verdict is None:
+                    continue
+                for wire in wires:
+                    if wire == "addr" and driver in memory_devices:
+                        assert wire in props  # the address, not a slot
+                        continue
+                    assert (wire in props) == verdict, (name, driver, wire, verdict)
+                    checked += 1
+    assert checked > 1000

@@ -282,7 +282,8 @@ def virtio_blk(driver: str) -> bool | None:
     """A virtio-blk device: ``iothread``, ``discard``, ``num-queues``."""
     if driver.startswith("virtio-blk"):
         return True
-    if driver.startswith(_BUS_DEVICE_PREFIXES) or driver.startswith("virtio-"):
+    # (other virtio devices vary: virtio-scsi and virtio-balloon have an iothread too)
+    if driver.startswith(_BUS_DEVICE_PREFIXES) or driver.startswith("vfio-"):
         return False
     return None
 
