@@ -214,3 +214,66 @@ def test_device_model_knowledge_agrees_with_every_release() -> None:
                     assert (wire in props) == verdict, (name, driver, wire, verdict)
                     checked += 1
     assert checked > 1000
+
+
+# ----------------------------------------- what qmplex knows of QEMU's history
+def _first(predicate: Any) -> str | None:
+    """The first captured release for which ``predicate(schema)`` holds (and holds from
+    then on), or None."""
+    holds = [predicate(captured_release(v).schema) for v in CAPTURED_QEMU_VERSIONS]
+    if True not in holds:
+        return None
+    start = holds.index(True)
+    assert all(holds[start:]), "not monotonic"
+    return CAPTURED_QEMU_VERSIONS[start]
+
+
+@pytest.mark.parametrize("what, predicate, since", [
+    ("netdev_add a union", lambda s: not s.is_free_form("netdev_add"), "5.0.0"),
+    ("object-add a union", lambda s: not s.is_free_form("object-add"), "6.0.0"),
+    ("query-cpus removed", lambda s: not s.has_command("query-cpus"), "6.0.0"),
+    ("blockdev-reopen", lambda s: s.has_command("blockdev-reopen"), "6.1.0"),
+    ("x-blockdev-reopen removed", lambda s: not s.has_command("x-blockdev-reopen"), "6.1.0"),
+    ("set_password's protocol an enum",
+     lambda s: s.has_enum_value(("set_password", "protocol"), "vnc"), "7.0.0"),
+    ("migrate's channels", lambda s: s.has_argument("migrate", "channels"), "8.2.0"),
+    ("iommufd", lambda s: s.has_enum_value(("object-add", "qom-type"), "iommufd"), "9.0.0"),
+    ("migrate's blk and inc removed",
+     lambda s: not s.has_argument("migrate", "blk") and not s.has_argument("migrate", "inc"),
+     "9.1.0"),
+    ("reconnect-ms", lambda s: s.has_argument("chardev-add", "backend.data.reconnect-ms"),
+     "9.2.0"),
+    ("reconnect removed", lambda s: not s.has_argument("chardev-add", "backend.data.reconnect"),
+     "11.1.3"),
+    ("migrate's detach removed", lambda s: not s.has_argument("migrate", "detach"), "11.1.3"),
+    ("query-cpus-fast", lambda s: s.has_command("query-cpus-fast"), "5.0.0"),
+    ("aio io_uring", lambda s: s.has_enum_value(("blockdev-add", "file.aio"), "io_uring"),
+     "5.0.0"),
+])
+def test_the_version_history_qmplex_relies_on(what: str, predicate: Any, since: str) -> None:
+    assert _first(predicate) == since, what
+
+
+def test_feature_table_matches_the_schemas() -> None:
+    from qmplex.ops import versions
+
+    for feature in (versions.RECONNECT_MS, versions.IOMMUFD, versions.AIO_IO_URING):
+        assert feature.probe is not None
+        first = _first(feature.probe)
+        assert first is not None
+        assert captured_release(first).version[:2] == feature.since or (
+            feature.since < (5, 0) and first == "5.0.0"), feature
+
+
+def test_wire_command_history_matches_the_schemas() -> None:
+    from qmplex.core.messages import QMPVersion
+    from qmplex.schema import wire_command
+
+    for name in CAPTURED_QEMU_VERSIONS:
+        release = captured_release(name)
+        version = QMPVersion(*release.version)
+        for candidates in (("blockdev-reopen", "x-blockdev-reopen"),
+                           ("query-cpus-fast", "query-cpus"),
+                           ("blockdev-del", "x-blockdev-del")):
+            assert wire_command(None, version, candidates) == wire_command(
+                release.schema, None, candidates), (name, candidates)

@@ -31,8 +31,10 @@ from qmplex import (
     MemoryDevice,
     ObjectProperty,
     StatusInfo,
+    ValidationError,
     gather,
 )
+from qmplex.ops import BlockDevice
 from qmplex.qemu import QemuProcess, qemu_or_skip
 
 pytestmark = pytest.mark.qemu
@@ -141,6 +143,56 @@ def test_blockdev_add_with_driver_cache(start: Start, tmp_path: Path) -> None:
     node = block_nodes(client)["bd"]
     assert node["ro"] is True and node["cache"]["no-flush"] is False
     run(client.block.blockdev_del("bd"))
+
+
+def test_block_device_description(start: Start, tmp_path: Path) -> None:
+    # govmm's BlockDevice: aio, discard at both nodes, cache modes, read-only; the device
+    # takes iothread, discard and block sizes. A q35 root port lets the disk unplug.
+    client = start("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+                   "-device", "pcie-root-port,id=rp0,chassis=1",
+                   "-device", "virtio-scsi-pci,id=scsi0",
+                   "-object", "iothread,id=io0", machine="q35")
+    a = raw_image(tmp_path / "a.img")
+    b = raw_image(tmp_path / "b.img")
+    run(client.block.add(BlockDevice(node_name="ba", path=a, aio="native", direct=True,
+                                     discard=True)))
+    run(client.block.add(BlockDevice(node_name="bb", path=b, read_only=True, aio="threads",
+                                     no_flush=True)))
+    nodes = block_nodes(client)
+    assert nodes["ba"]["cache"]["direct"] is True and nodes["ba"]["ro"] is False
+    assert nodes["bb"]["ro"] is True and nodes["bb"]["cache"]["no-flush"] is True
+    run(client.devices.pci_device_add("ba", "vblk0", "virtio-blk-pci", bus="rp0",
+                                      iothread="io0", discard=True, logical_block_size=4096,
+                                      physical_block_size=4096))
+    vblk = "/machine/peripheral/vblk0"
+    assert run(client.qom.qom_get(vblk, "logical_block_size")) == 4096
+    assert run(client.qom.qom_get(vblk, "discard")) is True
+    assert run(client.qom.qom_get(vblk, "iothread")) == "/objects/io0"
+    run(client.devices.scsi_device_add("bb", "sd0", "scsi-hd", "scsi0.0", scsi_id=0, lun=0,
+                                       physical_block_size=4096))
+    assert run(client.qom.qom_get("/machine/peripheral/sd0", "physical_block_size")) == 4096
+    for dev, node in (("vblk0", "ba"), ("sd0", "bb")):
+        assert run(client.devices.device_del(dev)).data["device"] == dev
+        run(client.block.blockdev_del(node))
+
+
+def test_chardev_reconnect_as_the_version_spells_it(start: Start, tmp_path: Path) -> None:
+    client = start()
+    listener_path = str(tmp_path / "r.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(listener_path)
+        listener.listen(1)
+        run(client.chardev.chardev_unix_socket_add("r0", listener_path, server=False,
+                                                   reconnect_ms=2000))
+        conn, _ = listener.accept()
+        conn.close()
+    run(client.chardev.chardev_del("r0"))
+    version = client.version
+    assert version is not None
+    if not version.at_least(9, 2):  # whole seconds only before 9.2: refused, nothing sent
+        with pytest.raises(ValidationError, match=f"QEMU {version}"):
+            client.chardev.chardev_unix_socket_add("r1", listener_path, server=False,
+                                                   reconnect_ms=1500)
 
 
 def test_100_scsi_disks_plugged_and_unplugged_pipelined(start: Start, tmp_path: Path) -> None:
