@@ -58,8 +58,9 @@ def vm(binary: str, tmp_path: object) -> Iterator[QemuProcess]:
 def test_exec_on_qemu(vm: QemuProcess) -> None:
     done = qmplex_cmd("exec", vm.qmp_path, "query-status")
     assert done.returncode == EXIT_OK, done.stderr
-    assert orjson.loads(done.stdout) == {"status": "prelaunch", "singlestep": False,
-                                         "running": False}
+    status = orjson.loads(done.stdout)
+    status.pop("singlestep", None)  # gone from query-status in newer QEMU
+    assert status == {"status": "prelaunch", "running": False}
     done = qmplex_cmd("exec", vm.qmp_path, "blockdev-add", "driver=null-co", "node-name=n0")
     assert done.returncode == EXIT_OK, done.stderr
     done = qmplex_cmd("exec", vm.qmp_path, "device_add",
@@ -105,7 +106,7 @@ def test_demo_on_qemu(binary: str) -> None:
     assert done.returncode == EXIT_OK, done.stderr
     result = orjson.loads(done.stdout)
     assert result["backend"] == "qemu"
-    assert result["version"].startswith(("7.", "8.", "9.", "10."))
+    assert int(result["version"].split(".")[0]) >= 5  # QEMU 5.0 and newer are supported
     assert [p["name"] for p in result["phases"]] == ["start", "plug", "unplug"]
     assert result["phases"][1]["commands"] == 100
     assert "unplug  50/50 done" in done.stderr
