@@ -30,6 +30,7 @@ from typing import Any
 from ..errors import ValidationError
 from ..futures import Future
 from .args import (
+    _shown,
     check_bool,
     check_fd,
     check_id,
@@ -158,7 +159,8 @@ def _checked(op: str, prop: Prop, raw: object) -> Any:
     if send is Send.ONE_OF:
         if raw not in prop.choices:
             raise ValidationError(
-                f"{op}: {name} must be one of {sorted(prop.choices)}, not {raw!r}")
+                f"{op}: {name} must be one of {sorted(prop.choices)}, "
+                f"not {_shown(op, name, raw)}")
         return raw
     if raw is None and send is not Send.FLAG and send is not Send.INT:
         return _OMIT  # every optional kind: None is "not given"
@@ -214,9 +216,9 @@ def device_args(executor: Executor, spec: DeviceSpec, values: Mapping[str, objec
             if prop.drop:
                 continue
             raise ValidationError(f"{op}: a {model} device has no {prop.wire!r} property "
-                                  f"({prop.name}={raw!r})")
+                                  f"({prop.name}={_shown(op, prop.name, raw)})")
         if prop.since is not None:
-            require(executor, op, prop.since, f"{prop.name}={raw!r}")
+            require(executor, op, prop.since, f"{prop.name}={_shown(op, prop.name, raw)}")
         args[prop.wire] = value if prop.value is None else prop.value(value)
     logical = args.get("logical_block_size")
     physical = args.get("physical_block_size")
