@@ -98,6 +98,11 @@ def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, subject: str,
                .add_extension(x509.ExtendedKeyUsage(
                    [ExtendedKeyUsageOID.SERVER_AUTH if server
                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    # Python 3.13's default context checks X.509 strictly: a leaf needs the key
+    # identifier of its issuer.
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+        critical=False)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
