@@ -1,180 +1,35 @@
-"""Launching a real QEMU for tests, benchmarks and tools.
-
-:class:`QemuProcess` starts ``qemu-system-x86_64`` (or any compatible binary) headless,
-with its QMP monitor on a Unix socket in a private directory, waits until that socket
-accepts connections and, optionally, connects a :class:`~qmplex.Client` to it. It also
-stops, kills, freezes and thaws the process, which is what fault and timeout tests need.
-
-This module speaks no QMP beyond a raw readiness probe; a connected client comes from
-:func:`qmplex.connect`, imported lazily so the launcher works without the client.
-
-Theory of operation:
-
-- The socket lives in a fresh ``tempfile.mkdtemp`` directory (mode 0700), so no other
-  user can reach the monitor, and QEMU's stderr goes to a file in the same directory:
-  a pipe could fill up and block QEMU, a file cannot. The directory is removed when the
-  process is stopped or killed; the last part of stderr is kept in memory first.
-- QEMU runs in its own session (``start_new_session=True``): a Ctrl-C in the terminal
-  does not reach it, and signals go to its whole process group, so helpers it spawned
-  (``migrate exec:...``) go with it.
-- QEMU can create the socket file before it listens on it (QMP-NOTES.md), and it
-  listens and greets before it creates the devices of its command line (a bad
-  ``-device`` makes it exit after the greeting). So readiness means "``qmp_capabilities``
-  was answered" on a probe connection, retried until that happens, the process exits,
-  or ``start_timeout`` passes.
-- Every started process is recorded in a module-level table until it is reaped; an
-  :mod:`atexit` hook kills whatever is still running when the interpreter exits normally.
-  (Nothing can help when the Python process itself is SIGKILLed.)
-"""
+"""QemuProcess: one QEMU process with its QMP monitor (see the package docstring)."""
 
 from __future__ import annotations
 
 import atexit
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-import unittest
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .errors import QMPError, StateError
+from ..errors import QMPError, StateError
+from .binary import DEFAULT_BINARY, default_args
+from .errors import STDERR_TAIL_CHARS, QemuError
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .reactor import Reactor
+    from ..client import Client
+    from ..reactor import Reactor
 
-__all__ = [
-    "DEFAULT_BINARY",
-    "ENV_BINARY",
-    "ENV_REQUIRE",
-    "QemuError",
-    "QemuProcess",
-    "default_args",
-    "find_qemu",
-    "qemu_or_skip",
-    "qemu_version",
-]
+__all__ = ["QemuProcess"]
 
-#: The QEMU binary used when none is given.
-DEFAULT_BINARY = "qemu-system-x86_64"
-#: Environment variable naming the binary to use instead of :data:`DEFAULT_BINARY`.
-ENV_BINARY = "QMPLEX_QEMU"
-#: When this environment variable is ``1``, :func:`qemu_or_skip` fails instead of skipping.
-ENV_REQUIRE = "QMPLEX_REQUIRE_QEMU"
-
-#: How much of QEMU's stderr an error message carries, in characters.
-STDERR_TAIL_CHARS = 4096
 #: How much of QEMU's stderr is kept in memory once its file is removed, in bytes.
 _STDERR_KEEP_BYTES = 64 * 1024
 #: AF_UNIX paths longer than this do not fit in ``sockaddr_un.sun_path`` (108 with NUL).
 _MAX_UNIX_PATH = 107
 _SOCKET_NAME = "qmp.sock"
 _STDERR_NAME = "stderr.log"
-_VERSION_RE = re.compile(r"version\s+(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-class QemuError(QMPError):
-    """QEMU failed to start, exited, or could not be run.
-
-    Attributes:
-        returncode: the exit status (negative: killed by that signal), or None when
-            the process was not started or had not exited when the error was raised.
-        stderr: at most :data:`STDERR_TAIL_CHARS` of the end of QEMU's stderr.
-    """
-
-    def __init__(self, message: str, *, returncode: int | None = None, stderr: str = "") -> None:
-        self.returncode = returncode
-        self.stderr = stderr
-        if stderr.strip():
-            message = f"{message}; stderr:\n{stderr.rstrip()}"
-        super().__init__(message)
-
-
-def find_qemu(binary: str = DEFAULT_BINARY) -> str | None:
-    """Return the full path of a runnable QEMU binary, or None.
-
-    Args:
-        binary: a command name looked up on ``PATH``, or a path. When it is
-            :data:`DEFAULT_BINARY` and the environment variable ``QMPLEX_QEMU`` is set,
-            that variable's value is used instead.
-
-    Returns:
-        An absolute path to an executable file, or None when there is none.
-    """
-    if binary == DEFAULT_BINARY:
-        binary = os.environ.get(ENV_BINARY) or binary
-    found = shutil.which(binary)
-    return os.path.abspath(found) if found is not None else None
-
-
-def qemu_version(binary: str = DEFAULT_BINARY) -> tuple[int, int, int]:
-    """Return QEMU's version as ``(major, minor, micro)``, from ``binary --version``.
-
-    Args:
-        binary: the QEMU binary (name or path).
-
-    Raises:
-        QemuError: the binary cannot be run, fails, or prints no version.
-    """
-    try:
-        done = subprocess.run(
-            [binary, "--version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise QemuError(f"cannot run {binary} --version: {exc}") from exc
-    out = done.stdout.decode("utf-8", "replace")
-    err = done.stderr.decode("utf-8", "replace")[-STDERR_TAIL_CHARS:]
-    if done.returncode != 0:
-        raise QemuError(f"{binary} --version failed", returncode=done.returncode, stderr=err)
-    match = _VERSION_RE.search(out)
-    if match is None:
-        raise QemuError(f"{binary} --version printed no version: {out[:200]!r}", stderr=err)
-    return int(match[1]), int(match[2]), int(match[3] or 0)
-
-
-def qemu_or_skip() -> str:
-    """Return the QEMU binary for a test, or skip the test when there is none.
-
-    The binary is :func:`find_qemu`'s answer (``QMPLEX_QEMU`` or
-    ``qemu-system-x86_64`` on ``PATH``). When it is missing the test is skipped with
-    the reason, by raising :class:`unittest.SkipTest` (which pytest and unittest both
-    honour), unless ``QMPLEX_REQUIRE_QEMU=1`` is set (as in CI): then the test fails.
-
-    Raises:
-        unittest.SkipTest: no QEMU and QEMU is not required.
-        QemuError: no QEMU although ``QMPLEX_REQUIRE_QEMU=1``.
-    """
-    binary = find_qemu()
-    if binary is not None:
-        return binary
-    wanted = os.environ.get(ENV_BINARY) or DEFAULT_BINARY
-    reason = f"{wanted} not found (set {ENV_BINARY} to a QEMU binary)"
-    if os.environ.get(ENV_REQUIRE) == "1":
-        raise QemuError(f"{reason}, but {ENV_REQUIRE}=1 requires QEMU")
-    raise unittest.SkipTest(reason)
-
-
-def default_args(machine: str = "pc", memory_mib: int = 64, paused: bool = True) -> list[str]:
-    """Return the headless QEMU command line used when no ``args`` are given.
-
-    ``-machine MACHINE -accel tcg -nodefaults -display none [-S] -m MEMORY``: no
-    default devices, no display, TCG (Debian's QEMU has no ``qtest`` accelerator).
-    """
-    line = ["-machine", machine, "-accel", "tcg", "-nodefaults", "-display", "none"]
-    if paused:
-        line.append("-S")
-    line += ["-m", str(memory_mib)]
-    return line
 
 
 def _qemu_opt_escape(value: str) -> str:
@@ -584,7 +439,7 @@ class QemuProcess:
 
     def _connect_client(self) -> None:
         # Imported here: the launcher must not need the client to exist or import.
-        from .client import connect
+        from ..client import connect
 
         try:
             self.client = connect(self.qmp_path, reactor=self._reactor, timeout=self.start_timeout)
