@@ -1,111 +1,84 @@
-"""QemuProcess: one QEMU process with its QMP monitor (see the package docstring)."""
+"""QemuProcess: one QEMU, started, restarted and stopped (see the package docstring)."""
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
+import enum
 import signal
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..errors import QMPError, StateError
+from ..errors import Cancelled, StateError
+from ..futures import Future
+from ..reactor import Reactor
 from .binary import DEFAULT_BINARY, default_args
-from .errors import STDERR_TAIL_CHARS, QemuError
+from .child import Child
+from .errors import STDERR_TAIL_CHARS, QemuError, describe_exit
+from .launch import Launch, Plan
+from .stop import Stop, stop_blocking
+from .workspace import StrPath, Workspace, qemu_opt_escape
 
 if TYPE_CHECKING:
     from ..client import Client
-    from ..reactor import Reactor
+    from ..core.messages import QMPVersion
 
 __all__ = ["QemuProcess"]
 
-#: How much of QEMU's stderr is kept in memory once its file is removed, in bytes.
-_STDERR_KEEP_BYTES = 64 * 1024
-#: AF_UNIX paths longer than this do not fit in ``sockaddr_un.sun_path`` (108 with NUL).
-_MAX_UNIX_PATH = 107
-_SOCKET_NAME = "qmp.sock"
-_STDERR_NAME = "stderr.log"
 
-
-def _qemu_opt_escape(value: str) -> str:
-    """Escape a value for a QEMU ``-opt a=b,c=d`` list (a comma is written twice)."""
-    return value.replace(",", ",,")
-
-
-# pid -> (process, private directory) for every process started and not yet reaped.
-_LIVE: dict[int, tuple[subprocess.Popen[bytes], str]] = {}
-
-
-def _kill_leftovers() -> None:
-    """``atexit`` hook: kill and reap every QEMU still running, remove its directory."""
-    for pid, (popen, directory) in list(_LIVE.items()):
-        if popen.poll() is None:
-            _signal_group(popen, signal.SIGKILL)
-            try:
-                popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        shutil.rmtree(directory, ignore_errors=True)
-        _LIVE.pop(pid, None)
-
-
-atexit.register(_kill_leftovers)
-
-
-def _read_line(sock: socket.socket, limit: int = 64 * 1024) -> bytes:
-    """Read one line (up to ``limit`` bytes) from a blocking socket; b"" on EOF."""
-    data = b""
-    while b"\n" not in data and len(data) < limit:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return b""
-        data += chunk
-    return data
-
-
-def _signal_group(popen: subprocess.Popen[bytes], signum: int) -> None:
-    """Send ``signum`` to the process group of an unreaped ``popen``.
-
-    Its pid (the group id, since it leads its own session) cannot be reused before it
-    is reaped, so this never reaches a stranger. Nothing is sent once it is reaped.
-    """
-    if popen.returncode is not None:
-        return
-    try:
-        os.killpg(popen.pid, signum)
-    except ProcessLookupError:
-        pass
+class _State(enum.Enum):
+    NEW = "not started"
+    STARTING = "starting"
+    RUNNING = "running"  # started; QEMU may have exited by itself since
+    STOPPING = "stopping"
+    STOPPED = "stopped"  # stop(), kill(), or a failed start: restart() may follow
 
 
 class QemuProcess:
-    """One QEMU process with its QMP monitor on a private Unix socket.
+    """One QEMU process with QMP monitors on Unix sockets.
 
     Use it as a context manager (``with QemuProcess(...) as vm:``), which starts it and
-    stops it, or call :meth:`start` and :meth:`stop` yourself. One object runs QEMU
-    once. Its methods are not thread-safe: call them from one thread at a time (which
-    need not be the thread driving the client's reactor).
+    stops it, or call :meth:`start` and :meth:`stop` yourself; :meth:`launch`,
+    :meth:`shutdown` and :meth:`relaunch` are their non-blocking forms, which return a
+    :class:`~qmplex.Future` completed on the reactor. :meth:`restart` runs a new QEMU
+    with the same command line and the same socket paths. Its methods are not
+    thread-safe: call them from one thread at a time (which need not be the thread
+    driving the reactor).
+
+    Monitors: the main one is at :attr:`qmp_path`, each extra one at
+    :meth:`monitor_path`; QEMU serves one client at a time on each, so give every
+    client of yours a monitor of its own. :attr:`client`, the launcher's own client,
+    uses a further monitor in the private directory and never takes one of yours.
 
     Args:
         binary: the QEMU binary (name on ``PATH`` or path).
         args: the machine part of the command line, replacing the default
             (see :func:`default_args`; ``machine``, ``memory_mib`` and ``paused`` are
-            then ignored). ``-qmp`` is always added by the launcher.
+            then ignored). The ``-qmp`` options are always added by the launcher.
         machine: the ``-machine`` type of the default command line.
         memory_mib: guest memory of the default command line, in MiB.
         paused: pass ``-S`` in the default command line (the guest never runs; status
             ``prelaunch``).
         extra_args: appended after the machine part (default or ``args``), e.g.
             ``["-device", "virtio-scsi-pci,id=scsi0"]``.
-        reactor: the reactor the connected client lives on (a private one if None).
-        start_timeout: seconds to wait for the QMP socket, and then for the client's
-            handshake.
-        connect: connect :attr:`client` once the socket is ready.
+        reactor: the reactor the launch, the exit watch and :attr:`client` run on (None:
+            a private one, made at the first start and closed by :meth:`stop`).
+        start_timeout: seconds to wait for QEMU to answer on its monitor, and then for
+            the client's handshake.
+        connect: connect :attr:`client` once QEMU is ready.
         name: a label: passed to QEMU as ``-name`` and shown in errors and ``repr``.
+        qmp_path: where the main monitor's socket goes (None: ``qmp.sock`` in the
+            private directory). Its directory must exist; it is checked before each
+            start (see :class:`~qmplex.qemu.SocketPathError`), and only the socket file
+            QEMU made is removed afterwards, never the directory.
+        extra_monitors: more monitors, by name (1 to 32 letters, digits, ``-`` or
+            ``_``). A sequence of names puts each beside the main one (``vm1.sock`` ->
+            ``vm1-NAME.sock``; ``qmp-NAME.sock`` in the private directory); a mapping
+            from name to path puts each where you say.
+
+    Raises:
+        SocketPathError: a socket path is longer than :data:`~qmplex.qemu.MAX_UNIX_PATH`
+            bytes.
+        ValueError: a monitor name is invalid or given twice, or two monitors share a path.
     """
 
     def __init__(
@@ -121,33 +94,41 @@ class QemuProcess:
         start_timeout: float = 10.0,
         connect: bool = True,
         name: str | None = None,
+        qmp_path: StrPath | None = None,
+        extra_monitors: Sequence[str] | Mapping[str, StrPath] = (),
     ) -> None:
         if isinstance(args, str) or isinstance(extra_args, str):
             raise TypeError("args and extra_args are sequences of arguments, not a string")
+        if isinstance(extra_monitors, str):
+            raise TypeError("extra_monitors is a sequence of names (or a mapping), not a string")
         self.binary = binary
         self.name = name
         self.start_timeout = start_timeout
         self._connect = connect
+        self._connect_now = connect  # what the current (or next) run does
         self._reactor = reactor
+        self._own_reactor = False
         machine_args = list(args) if args is not None else default_args(machine, memory_mib, paused)
         if name is not None:
-            machine_args += ["-name", _qemu_opt_escape(name)]
+            machine_args += ["-name", qemu_opt_escape(name)]
         self._machine_args = machine_args + list(extra_args)
-        #: The connected client (``connect=True``), closed by :meth:`stop`.
+        self._files = Workspace(qmp_path, extra_monitors)
+        #: The launcher's own client (``connect=True``), on a monitor of its own;
+        #: reconnected by :meth:`restart`, closed by :meth:`stop`.
         self.client: Client | None = None
-        self._popen: subprocess.Popen[bytes] | None = None
-        self._dir: str | None = None
-        self._qmp_path: str | None = None
-        self._argv: list[str] | None = None
+        self._state = _State.NEW
+        self._child: Child | None = None
+        self._cleaned: Child | None = None  # the child whose files are cleaned up
+        self._launch: Launch | None = None
+        self._pending: Future[QemuProcess] | None = None  # a start or restart under way
         self._frozen = False
-        self._stopped = False
-        self._stderr_kept = b""
 
     # ----------------------------------------------------------------- properties
 
     @property
     def reactor(self) -> Reactor | None:
-        """The reactor :attr:`client` lives on (None: a private one, made at connect)."""
+        """The reactor of the launch, the exit watch and :attr:`client` (None before the
+        first start when none was given: a private one is made then)."""
         return self._reactor
 
     @property
@@ -157,30 +138,41 @@ class QemuProcess:
 
     @property
     def qmp_path(self) -> str:
-        """The QMP socket's path (it exists only while the process runs).
+        """The main monitor's socket path (the socket exists only while QEMU runs).
 
         Raises:
-            StateError: :meth:`start` was never called.
+            StateError: it is in the private directory, and QEMU was never started.
         """
-        if self._qmp_path is None:
-            raise StateError("QemuProcess.qmp_path: the process was never started")
-        return self._qmp_path
+        return self.monitor_path(None)
+
+    @property
+    def monitor_names(self) -> tuple[str, ...]:
+        """The names of the extra monitors, in the order given."""
+        return self._files.names
+
+    def monitor_path(self, name: str | None = None) -> str:
+        """The socket path of monitor ``name`` (None: the main one, :attr:`qmp_path`).
+
+        Raises:
+            KeyError: there is no extra monitor of that name.
+            StateError: it is in the private directory, and QEMU was never started.
+        """
+        return self._files.monitor_path(name)
 
     @property
     def pid(self) -> int:
-        """QEMU's process id.
+        """QEMU's process id (of the current or last run).
 
         Raises:
-            StateError: :meth:`start` was never called.
+            StateError: QEMU was never spawned.
         """
-        return self._require_popen("pid").pid
+        return self._require_child("pid").pid
 
     @property
     def argv(self) -> list[str]:
-        """The full command line QEMU was (or will be) started with."""
-        if self._argv is not None:
-            return list(self._argv)
-        return [self.binary, *self._machine_args, "-qmp", "unix:SOCKET,server=on,wait=off"]
+        """The full command line QEMU was (or will be) started with (``PRIVATE`` stands
+        for the private directory before it is made)."""
+        return [self.binary, *self._machine_args, *self._files.qmp_options()]
 
     @property
     def returncode(self) -> int | None:
@@ -188,22 +180,54 @@ class QemuProcess:
 
         Reading it reaps an exited process, so it never stays a zombie.
         """
-        if self._popen is None:
-            return None
-        return self._popen.poll()
+        return self._child.poll() if self._child is not None else None
 
     def alive(self) -> bool:
         """Whether QEMU was started and has not exited (a frozen QEMU is alive)."""
-        return self._popen is not None and self._popen.poll() is None
+        return self._child is not None and self._child.poll() is None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, *, connect: bool | None = None) -> QemuProcess:
-        """Start QEMU and wait until its QMP socket accepts connections.
+    def launch(self, *, connect: bool | None = None) -> Future[QemuProcess]:
+        """Start QEMU without blocking: the non-blocking form of :meth:`start`.
 
-        With ``connect=True``, :attr:`client` is then connected (and negotiated) with
-        :func:`qmplex.connect` on the given reactor. In a coroutine, use
-        ``await qmplex.aio.start(vm)`` instead: it does not block the loop.
+        Spawning happens at once (on the reactor thread, or on this one while nobody
+        drives the reactor); waiting for the monitor is done by the reactor (timers,
+        and a pidfd that tells at once when QEMU exits), so one reactor thread can start
+        any number of QEMUs at a time and keep serving everything else meanwhile. The
+        reactor must be driven for the future to complete: ``result()`` does it in the
+        blocking style, ``qmplex.aio.start`` attaches it to the running asyncio loop.
+        :attr:`pid` is known once QEMU is spawned: when this returns, unless another
+        thread drives the reactor (then within its next pass).
+
+        Args:
+            connect: connect :attr:`client` (None: as the constructor said).
+
+        Returns:
+            A future on :attr:`reactor` completed with this process once QEMU answered
+            (and :attr:`client` is connected). It fails with
+            :class:`~qmplex.qemu.SocketPathError` (nothing was started),
+            :class:`~qmplex.qemu.QemuError` (QEMU could not be run, exited during
+            start-up, or did not answer within ``start_timeout``: its exit status and
+            the end of its stderr are in the error) or the client's connect error; in
+            every case QEMU is reaped and the private directory removed first.
+            Cancelling it kills QEMU.
+
+        Raises:
+            StateError: the process was already started (use :meth:`restart`), or
+                ``reactor`` is closed.
+        """
+        if self._state is not _State.NEW:
+            raise StateError("QemuProcess.launch: already started; use restart() to run "
+                             "QEMU again")
+        return self._begin(lambda out: self._start_run(out), connect)
+
+    def start(self, *, connect: bool | None = None) -> QemuProcess:
+        """Start QEMU and wait until its QMP monitor answers.
+
+        With ``connect=True``, :attr:`client` is then connected (and negotiated) on
+        :attr:`reactor`. In a coroutine, use ``await qmplex.aio.start(vm)``; on a
+        reactor thread, :meth:`launch`.
 
         Args:
             connect: connect :attr:`client` (None: as the constructor said).
@@ -212,109 +236,124 @@ class QemuProcess:
             self, so ``vm = QemuProcess(...).start()`` works.
 
         Raises:
-            QemuError: QEMU could not be run, exited during start-up (the message and
-                ``.stderr`` carry the end of its stderr), or did not open its socket
-                within ``start_timeout`` (it is then killed).
-            StateError: the process was already started.
+            QemuError: QEMU could not be run, exited during start-up (the message names
+                the exit status and ends with its stderr, also in ``.returncode`` and
+                ``.stderr``), or did not answer within ``start_timeout`` (it is then
+                killed).
+            SocketPathError: a socket path cannot be used (nothing was started).
+            StateError: the process was already started, or this is a callback of its
+                reactor (use :meth:`launch` there).
             QMPError: the client could not connect although QEMU is running (QEMU is
                 killed first).
         """
-        if self._popen is not None or self._stopped:
-            raise StateError("QemuProcess.start: a QemuProcess runs once; make a new one")
-        directory = self._make_dir()
-        self._dir = directory
-        self._qmp_path = os.path.join(directory, _SOCKET_NAME)
-        qmp_opt = f"unix:{_qemu_opt_escape(self._qmp_path)},server=on,wait=off"
-        self._argv = [self.binary, *self._machine_args, "-qmp", qmp_opt]
-        try:
-            with open(os.path.join(directory, _STDERR_NAME), "wb") as stderr_file:
-                self._popen = subprocess.Popen(
-                    self._argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr_file,
-                    close_fds=True,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            self._stopped = True
-            shutil.rmtree(directory, ignore_errors=True)
-            raise QemuError(f"cannot run {self.binary}: {exc}") from exc
-        _LIVE[self._popen.pid] = (self._popen, directory)
-        try:
-            self._wait_for_socket(time.monotonic() + self.start_timeout)
-            if self._connect if connect is None else connect:
-                self._connect_client()
-        except BaseException:
-            self.kill()
-            self._stopped = True
-            raise
-        return self
+        self._refuse_on_reactor("start", "launch")
+        return self.launch(connect=connect).result()
+
+    def relaunch(self, timeout: float = 5.0) -> Future[QemuProcess]:
+        """Restart without blocking: the non-blocking form of :meth:`restart`."""
+        if self._state is _State.NEW:
+            raise StateError("QemuProcess.relaunch: never started; start it first")
+        if self._state in (_State.STARTING, _State.STOPPING):
+            raise StateError(f"QemuProcess.relaunch: QEMU is {self._state.value}")
+        return self._begin(lambda out: self._restart_run(out, timeout), None)
+
+    def restart(self, timeout: float = 5.0) -> QemuProcess:
+        """Stop QEMU (as :meth:`stop` does) and start a new one with the same command line
+        and the same socket paths.
+
+        Clients of yours with a :class:`~qmplex.ReconnectPolicy` see their connection
+        drop (``on_disconnect``) and connect again by themselves to the same path
+        (``on_reconnect``). :attr:`client` stays the same object: it is reconnected
+        (its event subscriptions carry over); after :meth:`stop` closed it, a new one is
+        made (if the process connects). Also valid after QEMU exited by itself, after
+        :meth:`kill`, after :meth:`stop` and after a failed start.
+
+        Args:
+            timeout: seconds each clean step of stopping is given (see :meth:`stop`).
+
+        Returns:
+            self, running again.
+
+        Raises:
+            As :meth:`start`; StateError also when never started, or while a start or
+            stop is under way.
+        """
+        self._refuse_on_reactor("restart", "relaunch")
+        return self.relaunch(timeout).result()
+
+    def shutdown(self, timeout: float = 5.0) -> Future[int]:
+        """Stop without blocking: the non-blocking form of :meth:`stop`.
+
+        Returns:
+            A future on :attr:`reactor` completed with QEMU's exit status once it is
+            reaped and everything is released (the private reactor, if any, closes
+            right after).
+
+        Raises:
+            StateError: QEMU was never spawned.
+        """
+        self._require_child("shutdown")
+        reactor = self._reactor
+        assert reactor is not None
+        if reactor.closed:
+            done: Future[int] = Future()
+            done.set_result(self._stop_blocking(timeout))
+            return done
+        out: Future[int] = Future(reactor)
+        reactor.run_in_reactor(self._shutdown_run, out, timeout)
+        return out
 
     def stop(self, timeout: float = 5.0) -> int:
         """Stop QEMU cleanly if possible, and release everything.
 
         Steps: a frozen QEMU is thawed; with a connected :attr:`client`, ``quit`` is
-        sent (a lost connection is expected and ignored) and the exit awaited; then
-        SIGTERM and a wait; then SIGKILL. Finally the client is closed and the socket
-        directory removed. Each clean step waits at most ``timeout`` seconds. Calling
-        it again returns the same exit status.
+        sent and the exit awaited; then SIGTERM and a wait; then SIGKILL. Finally the
+        client is closed, the socket files QEMU made are removed (never a directory of
+        yours), the private directory is removed and a private reactor closed. Each
+        clean step waits at most ``timeout`` seconds. Calling it again returns the same
+        exit status. A start under way is cancelled (QEMU is killed).
 
-        May be called from any thread. Inside a callback of the client's reactor it
-        cannot wait for ``quit`` and goes straight to signals (which block briefly).
+        May be called from any thread. Inside a callback of the reactor it cannot wait
+        for ``quit`` and goes straight to signals (which block briefly); there,
+        :meth:`shutdown` does not block.
 
         Returns:
             QEMU's exit status (0 after ``quit``, and also after SIGTERM, on which QEMU
             exits cleanly; ``-9`` after SIGKILL).
 
         Raises:
-            StateError: :meth:`start` was never called.
+            StateError: QEMU was never spawned.
         """
-        popen = self._require_popen("stop")
-        if popen.poll() is None:
-            if self._frozen:
-                self.thaw()
-            if self.client is not None:
-                self._quit(popen, timeout)
-            if popen.poll() is None:
-                _signal_group(popen, signal.SIGTERM)
-                try:
-                    popen.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    pass
-            if popen.poll() is None:
-                _signal_group(popen, signal.SIGKILL)
-                popen.wait()
-        self._close_client()
-        self._cleanup()
-        self._stopped = True
-        assert popen.returncode is not None
-        return popen.returncode
+        self._require_child("stop")
+        reactor = self._reactor
+        if reactor is None or reactor.closed or reactor.in_reactor_thread():
+            return self._stop_blocking(timeout)
+        return self.shutdown(timeout).result()
 
     def kill(self) -> None:
-        """SIGKILL QEMU now, reap it and remove its socket directory.
+        """SIGKILL QEMU now, reap it and remove its socket files and private directory.
 
         Meant for fault tests: :attr:`client`, if any, is left open so the test can
         watch it see the connection drop; :meth:`stop` (or leaving the ``with``
-        block) closes it.
+        block) closes it, and :meth:`restart` reconnects it.
 
         Raises:
-            StateError: :meth:`start` was never called.
+            StateError: QEMU was never spawned.
         """
-        popen = self._require_popen("kill")
-        _signal_group(popen, signal.SIGKILL)
-        popen.wait()
+        child = self._require_child("kill")
+        child.signal(signal.SIGKILL)
+        child.popen.wait()
         self._frozen = False
-        self._cleanup()
+        self._on_reactor(lambda: self._release_run(child, final=True, close_client=False))
+        self._release_reactor()
 
     def freeze(self) -> None:
-        """Stop QEMU with SIGSTOP: its socket stays open but nothing is answered.
+        """Stop QEMU with SIGSTOP: its sockets stay open but nothing is answered.
 
         Raises:
             StateError: QEMU is not running.
         """
-        popen = self._require_alive("freeze")
-        _signal_group(popen, signal.SIGSTOP)
+        self._require_alive("freeze").signal(signal.SIGSTOP)
         self._frozen = True
 
     def thaw(self) -> None:
@@ -323,19 +362,53 @@ class QemuProcess:
         Raises:
             StateError: QEMU is not running.
         """
-        popen = self._require_alive("thaw")
-        _signal_group(popen, signal.SIGCONT)
+        self._require_alive("thaw").signal(signal.SIGCONT)
         self._frozen = False
 
+    # ------------------------------------------------------------ exit and stderr
+
+    def wait_exit(self) -> Future[int]:
+        """A future completed with the exit status when the current QEMU exits (negative:
+        the signal that killed it), on :attr:`reactor`, which must be driven.
+
+        Each call returns a new future (cancelling it affects nobody else). With
+        :meth:`exit_error` it tells why a client's connection was lost::
+
+            client.on_disconnect(lambda reason: vm.wait_exit().add_done_callback(
+                lambda _: log.warning("%s", vm.exit_error())))
+
+        Raises:
+            StateError: QEMU was never spawned.
+        """
+        child = self._require_child("wait_exit")
+        out: Future[int] = Future(self._reactor)
+        child.exited.add_done_callback(lambda exited: out.set_result(exited.result()))
+        return out
+
+    def exit_error(self) -> QemuError | None:
+        """How the current (or last) QEMU ended, as an error to log or raise; None while it
+        runs or when it was never spawned.
+
+        Its message names the exit status or the signal ("was killed by SIGKILL (signal
+        9)") and ends with QEMU's last lines of stderr; ``.returncode`` and ``.stderr``
+        hold them. Also given for a clean exit (status 0).
+        """
+        returncode = self.returncode
+        if returncode is None:
+            return None
+        return QemuError(f"{self._label()} {describe_exit(returncode)}",
+                         returncode=returncode, stderr=self.stderr_tail())
+
     def stderr_tail(self, limit: int = STDERR_TAIL_CHARS) -> str:
-        """Return at most the last ``limit`` characters QEMU wrote to stderr.
+        """Return at most the last ``limit`` characters the current (or last) QEMU wrote
+        to stderr.
 
         Works also after :meth:`stop` or :meth:`kill` (from a copy of the last 64 KiB
         kept before the file was removed). Invalid UTF-8 is replaced.
         """
         if limit <= 0:
             return ""
-        data = self._read_stderr(limit * 4)  # enough bytes for ``limit`` characters
+        data = self._files.read_stderr(limit * 4)  # enough bytes for ``limit`` characters
         return data.decode("utf-8", "replace")[-limit:]
 
     def __enter__(self) -> QemuProcess:
@@ -351,7 +424,7 @@ class QemuProcess:
         tb: TracebackType | None,
     ) -> None:
         """Call :meth:`stop` if QEMU was started (exceptions propagate)."""
-        if self._popen is not None:
+        if self._child is not None:
             self.stop()
 
     def __repr__(self) -> str:
@@ -359,147 +432,300 @@ class QemuProcess:
         (for logs; not a stable format).
         """
         label = f" {self.name!r}" if self.name is not None else ""
-        if self._popen is None:
-            state = "not started"
-        elif self._popen.poll() is None:
-            state = f"pid {self._popen.pid}" + (" frozen" if self._frozen else "")
+        child = self._child
+        if child is None:
+            state = self._state.value
+        elif child.poll() is None:
+            state = f"pid {child.pid}" + (" frozen" if self._frozen else "")
         else:
-            state = f"exited {self._popen.returncode}"
+            state = f"exited {child.popen.returncode}"
         return f"<QemuProcess{label} {state}>"
+
+    # ------------------------------------------------- internals: on the reactor
+
+    def _begin(self, run: Callable[[Future[QemuProcess]], None],
+               connect: bool | None) -> Future[QemuProcess]:
+        """Make the reactor if needed, and hand ``run(out)`` to its thread."""
+        reactor = self._reactor
+        if reactor is None or (self._own_reactor and reactor.closed):
+            reactor = self._reactor = Reactor()
+            self._own_reactor = True
+        elif reactor.closed:
+            raise StateError("QemuProcess: its reactor is closed")
+        if connect is not None:
+            self._connect_now = connect
+        elif self._state is _State.NEW:
+            self._connect_now = self._connect
+        out: Future[QemuProcess] = Future(reactor, on_cancel=self._cancel_launch)
+        self._state = _State.STARTING
+        self._pending = out
+        reactor.run_in_reactor(run, out)
+        return out
+
+    def _cancel_launch(self) -> None:
+        launch = self._launch
+        if launch is not None:
+            launch.future.cancel()
+
+    def _restart_run(self, out: Future[QemuProcess], timeout: float) -> None:
+        """Reactor thread: stop the running QEMU (keeping the client and the directory),
+        wait until the client saw it go, then start anew."""
+        child = self._child
+        if child is None or self._cleaned is child:
+            self._start_run(out)
+            return
+        reactor = self._reactor
+        assert reactor is not None
+        stop = Stop(reactor, child, self.client, timeout, self._frozen)
+
+        def stopped(_: Future[int]) -> None:
+            self._frozen = False
+            self._release_run(child, final=False, close_client=False)
+            self._when_client_down(timeout, lambda: self._start_run(out))
+
+        stop.future.add_done_callback(stopped)
+        stop.start()
+
+    def _when_client_down(self, timeout: float, then: Callable[[], None]) -> None:
+        """Call ``then()`` once :attr:`client` saw its connection end (at once if it has
+        none); at most ``timeout`` seconds later in any case."""
+        client = self.client
+        from ..client import ClientState  # the launcher imports the client only if used
+
+        if client is None or client.state not in (ClientState.READY, ClientState.CONNECTING):
+            then()
+            return
+        assert self._reactor is not None
+        called: list[bool] = []
+
+        def once(*_: object) -> None:
+            if not called:
+                called.append(True)
+                sub.cancel()
+                guard.cancel()
+                then()
+
+        sub = client.on_disconnect(once)
+        guard = self._reactor.call_later(timeout, once)
+
+    def _start_run(self, out: Future[QemuProcess]) -> None:
+        """Reactor thread: make the directory, then launch (see :class:`Launch`)."""
+        if out.done():  # cancelled while the old QEMU stopped
+            if self._state is _State.STARTING:  # (else a shutdown is releasing everything)
+                self._state = _State.STOPPED
+                self._files.remove()
+                self._release_reactor()
+            return
+        reactor = self._reactor
+        assert reactor is not None
+        files = self._files
+        try:
+            files.make()
+        except QemuError as exc:
+            self._state = _State.STOPPED
+            out.set_exception(exc)
+            self._release_reactor()
+            return
+        assert files.directory is not None
+        plan = Plan(
+            argv=tuple(self.argv),
+            stderr_path=files.stderr_path,
+            private_dir=files.directory,
+            public_paths=files.public_paths,
+            probe_path=files.launcher_path,
+            timeout=self.start_timeout,
+            label=self._label(),
+        )
+        launch = self._launch = Launch(reactor, plan, self.stderr_tail)
+        launch.future.add_done_callback(lambda f: self._launched(out, launch, f))
+        launch.start()
+        if launch.child is not None:
+            self._child = launch.child
+
+    def _launched(self, out: Future[QemuProcess], launch: Launch, done: Future[Child]) -> None:
+        self._launch = None
+        if done.cancelled() or done.exception() is not None:
+            error = done.exception() or Cancelled("the start was cancelled")
+            self._fail_run(out, launch.child, error)
+            return
+        child = done.result()
+        self._files.record()
+        self._connect_client(out, child)
+
+    def _connect_client(self, out: Future[QemuProcess], child: Child) -> None:
+        """Reactor thread: connect (or reconnect) :attr:`client`, then complete ``out``."""
+        from ..client import Client, ClientState
+
+        client = self.client
+        reactor = self._reactor
+        assert reactor is not None
+        path = self._files.launcher_path
+        if client is not None and client.state is ClientState.DISCONNECTED:
+            connecting = client.reconnect(timeout=self.start_timeout)
+        elif client is None or client.state is ClientState.CLOSED:
+            if not self._connect_now:
+                self._state = _State.RUNNING
+                out.set_result(self)
+                return
+            client = Client(reactor, name=self.name)
+            connecting = client.connect(path, timeout=self.start_timeout)
+        else:  # still connected to the old QEMU somehow: start afresh
+            client.close()
+            client = Client(reactor, name=self.name)
+            connecting = client.connect(path, timeout=self.start_timeout)
+
+        def connected(f: Future[QMPVersion]) -> None:
+            error = f.exception()
+            if error is None and out.done():  # a stop came first: it ends this QEMU
+                if client is not self.client:
+                    client.close()
+                return
+            if error is None:
+                self.client = client
+                self._state = _State.RUNNING
+                out.set_result(self)
+                return
+            if client is not self.client:
+                client.close()
+            child.signal(signal.SIGKILL)
+
+            def reaped(exited: Future[int]) -> None:
+                returncode = exited.result()
+                reason: BaseException = error
+                if returncode != -9:  # it exited by itself
+                    reason = QemuError(
+                        f"{self._label()} {describe_exit(returncode)} while the client "
+                        "was connecting", returncode=returncode, stderr=self.stderr_tail())
+                    reason.__cause__ = error
+                self._fail_run(out, child, reason)
+
+            child.exited.add_done_callback(reaped)
+
+        connecting.add_done_callback(connected)
+
+    def _fail_run(self, out: Future[QemuProcess], child: Child | None,
+                  error: BaseException) -> None:
+        """Reactor thread: a start failed; once QEMU is reaped, release everything and
+        fail ``out``."""
+        def release(_: object = None) -> None:
+            if child is not None:
+                self._release_run(child, final=True, close_client=False)
+            else:
+                self._files.remove()
+            self._state = _State.STOPPED
+            if not out.done():
+                out.set_exception(error)
+            self._release_reactor()
+
+        if child is not None and not child.exited.done():
+            child.exited.add_done_callback(release)
+        else:
+            release()
+
+    def _shutdown_run(self, out: Future[int], timeout: float) -> None:
+        """Reactor thread: stop (see :class:`Stop`), then release everything."""
+        pending, self._pending = self._pending, None
+        self._state = _State.STOPPING
+        if pending is not None:
+            pending.cancel()  # a start under way: QEMU is killed
+        child = self._child
+        assert child is not None and self._reactor is not None
+        if self._cleaned is child:  # stopped or killed already (so reaped)
+            self._close_client()
+            self._state = _State.STOPPED
+            out.set_result(stop_blocking(child, timeout, False))
+            self._release_reactor()
+            return
+        stop = Stop(self._reactor, child, self.client, timeout, self._frozen)
+
+        def stopped(f: Future[int]) -> None:
+            self._frozen = False
+            self._close_client()
+            self._release_run(child, final=True, close_client=True)
+            self._state = _State.STOPPED
+            out.set_result(f.result())
+            self._release_reactor()
+
+        stop.future.add_done_callback(stopped)
+        stop.start()
+
+    def _stop_blocking(self, timeout: float) -> int:
+        """Stop with signals in this thread (no reactor can help), then release."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        child = self._require_child("stop")
+        returncode = stop_blocking(child, timeout, self._frozen)
+        self._frozen = False
+        self._close_client()
+        self._release_run(child, final=True, close_client=True)
+        self._state = _State.STOPPED
+        self._release_reactor()
+        return returncode
+
+    def _release_run(self, child: Child, *, final: bool, close_client: bool) -> None:
+        """Reactor thread (or a closed reactor), QEMU reaped: finish its exit watch, keep
+        the end of its stderr, remove the socket files it made (and with ``final`` the
+        private directory). Idempotent."""
+        child.finish()
+        if close_client:
+            self._close_client()
+        if final:
+            self._state = _State.STOPPED
+        if self._cleaned is child:
+            if final:
+                self._files.remove()
+            return
+        self._cleaned = child
+        self._files.release(final)
+        child.forget()
 
     # ------------------------------------------------------------------- internals
 
-    def _require_popen(self, what: str) -> subprocess.Popen[bytes]:
-        if self._popen is None:
-            raise StateError(f"QemuProcess.{what}: the process was never started")
-        return self._popen
+    def _refuse_on_reactor(self, what: str, instead: str) -> None:
+        reactor = self._reactor
+        if reactor is not None and not reactor.closed and reactor.in_reactor_thread():
+            raise StateError(f"QemuProcess.{what}() blocks, and this is a callback of its "
+                             f"reactor (it would stop it): use {instead}() there")
 
-    def _require_alive(self, what: str) -> subprocess.Popen[bytes]:
-        popen = self._require_popen(what)
-        if popen.poll() is not None:
-            raise StateError(f"QemuProcess.{what}: QEMU has exited ({popen.returncode})")
-        return popen
+    def _on_reactor(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` as reactor-thread code and return once it ran."""
+        reactor = self._reactor
+        if reactor is None or reactor.closed:
+            fn()
+            return
+        ran: Future[None] = Future(reactor)
 
-    def _make_dir(self) -> str:
-        """Create the private directory, in /tmp if TMPDIR makes the socket path too long."""
-        directory = tempfile.mkdtemp(prefix="qmplex-")
-        if len(os.fsencode(os.path.join(directory, _SOCKET_NAME))) > _MAX_UNIX_PATH:
-            os.rmdir(directory)
-            directory = tempfile.mkdtemp(prefix="qmplex-", dir="/tmp")
-        os.chmod(directory, 0o700)  # mkdtemp already does; say it explicitly
-        return directory
-
-    def _wait_for_socket(self, deadline: float) -> None:
-        """Probe the socket until QEMU answers, exits, or the deadline passes."""
-        popen = self._require_popen("start")
-        delay = 0.001
-        while True:
-            if popen.poll() is not None:
-                raise QemuError(
-                    f"{self._label()} exited with status {popen.returncode} during start-up",
-                    returncode=popen.returncode,
-                    stderr=self.stderr_tail(),
-                )
-            if self._probe(deadline):
-                return
-            if time.monotonic() >= deadline:
-                tail = self.stderr_tail()
-                self.kill()
-                raise QemuError(
-                    f"{self._label()} did not answer on its QMP socket within "
-                    f"{self.start_timeout:g} s (killed)",
-                    returncode=self.returncode,
-                    stderr=tail,
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
-    def _probe(self, deadline: float) -> bool:
-        """One readiness probe: connect, read the greeting, negotiate, read the reply.
-
-        A successful ``connect()`` is not enough: QEMU listens (and even greets) before
-        it creates the devices of its command line, and a bad ``-device`` makes it exit
-        only then. An in-band reply is proof that start-up is over, because in-band
-        commands run in QEMU's main loop, which starts after machine creation. The
-        probe then closes; QMP-NOTES.md: the next client is served normally.
-
-        Returns:
-            True when ``qmp_capabilities`` was answered; False to try again.
-        """
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(max(0.01, min(0.5, deadline - time.monotonic())))
+        def run() -> None:
             try:
-                probe.connect(self.qmp_path)
-                if not _read_line(probe):  # the greeting
-                    return False
-                probe.sendall(b'{"execute": "qmp_capabilities"}\n')
-                return bool(_read_line(probe))
-            except OSError:  # ENOENT, ECONNREFUSED, ECONNRESET, timeout: not ready
-                return False
+                fn()
+            finally:
+                ran.set_result(None)
 
-    def _connect_client(self) -> None:
-        # Imported here: the launcher must not need the client to exist or import.
-        from ..client import connect
+        if not reactor.run_in_reactor(run):
+            ran.result()
 
-        try:
-            self.client = connect(self.qmp_path, reactor=self._reactor, timeout=self.start_timeout)
-        except QMPError as exc:
-            popen = self._require_popen("start")
-            if popen.poll() is not None:
-                raise QemuError(
-                    f"{self._label()} exited with status {popen.returncode} while "
-                    "the client was connecting",
-                    returncode=popen.returncode,
-                    stderr=self.stderr_tail(),
-                ) from exc
-            raise
-
-    def _quit(self, popen: subprocess.Popen[bytes], timeout: float) -> None:
-        """Send ``quit`` and wait for the exit; any failure just leads to signals.
-
-        The exit of the process, not the reply, is what counts (QEMU may close the
-        socket before replying). The command may be sent from any thread; its reply is
-        waited for only off the reactor thread (inside one of its callbacks, waiting
-        would block the reactor).
-        """
-        client = self.client
-        assert client is not None
-        try:
-            reply = client.execute("quit")
-            if not client.reactor.in_reactor_thread():
-                reply.result(timeout=timeout)
-        except QMPError:  # ConnectionLost (QEMU closed first), Timeout, StateError...
-            pass
-        try:
-            popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
+    def _release_reactor(self) -> None:
+        """Close the private reactor when nothing of ours lives on it any more."""
+        reactor = self._reactor
+        if self._own_reactor and reactor is not None and self.client is None:
+            reactor.close()
 
     def _close_client(self) -> None:
         client, self.client = self.client, None
         if client is not None:
             client.close()
 
-    def _read_stderr(self, limit: int) -> bytes:
-        """The last ``limit`` bytes of stderr, from the file or the kept copy."""
-        if self._dir is not None:
-            try:
-                with open(os.path.join(self._dir, _STDERR_NAME), "rb") as f:
-                    size = f.seek(0, os.SEEK_END)
-                    f.seek(max(0, size - limit))
-                    return f.read()
-            except OSError:
-                pass
-        return self._stderr_kept[-limit:]
+    def _require_child(self, what: str) -> Child:
+        if self._child is None:
+            raise StateError(f"QemuProcess.{what}: the process was never started")
+        return self._child
 
-    def _cleanup(self) -> None:
-        """Keep the end of stderr, remove the directory, forget the reaped process."""
-        if self._dir is not None:
-            self._stderr_kept = self._read_stderr(_STDERR_KEEP_BYTES)
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-        if self._popen is not None and self._popen.returncode is not None:
-            _LIVE.pop(self._popen.pid, None)
+    def _require_alive(self, what: str) -> Child:
+        child = self._require_child(what)
+        if child.poll() is not None:
+            raise StateError(f"QemuProcess.{what}: QEMU has exited ({child.popen.returncode})")
+        return child
 
     def _label(self) -> str:
         return f"QEMU {self.name!r}" if self.name is not None else f"QEMU ({self.binary})"
