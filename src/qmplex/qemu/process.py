@@ -250,7 +250,21 @@ class QemuProcess:
         return self.launch(connect=connect).result()
 
     def relaunch(self, timeout: float = 5.0) -> Future[QemuProcess]:
-        """Restart without blocking: the non-blocking form of :meth:`restart`."""
+        """Restart without blocking: the non-blocking form of :meth:`restart`.
+
+        The running QEMU is stopped on the reactor as by :meth:`shutdown` (its files
+        and :attr:`client` are kept), then started again as by :meth:`launch`.
+
+        Returns:
+            A future on :attr:`reactor` completed with this process once the new QEMU
+            answered (and :attr:`client` is reconnected); it fails as :meth:`launch`'s
+            does. Cancelling it while the old QEMU stops lets that stop finish and
+            starts nothing; cancelling it later kills the new QEMU.
+
+        Raises:
+            StateError: never started, a start or stop is under way, or the reactor
+                given to the constructor is closed.
+        """
         if self._state is _State.NEW:
             raise StateError("QemuProcess.relaunch: never started; start it first")
         if self._state in (_State.STARTING, _State.STOPPING):
