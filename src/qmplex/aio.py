@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from .qemu import QemuProcess
     from .reconnect import ReconnectPolicy
 
-__all__ = ["AsyncioReactorBridge", "attach", "bridge_of", "connect", "start", "start_qemu",
-           "wrap"]
+__all__ = ["AsyncioReactorBridge", "attach", "bridge_of", "connect", "restart", "start",
+           "start_qemu", "stop", "wrap"]
 
 T = TypeVar("T")
 
@@ -346,29 +346,65 @@ async def connect(
     return client
 
 
+def _driven(reactor: Reactor | None) -> None:
+    """Attach ``reactor`` to the running loop unless something drives it already."""
+    if reactor is not None and not reactor.closed and not reactor.has_driver():
+        attach(reactor, asyncio.get_running_loop())
+
+
 async def start(vm: QemuProcess) -> QemuProcess:
     """Start ``vm`` (a :class:`~qmplex.qemu.QemuProcess`) without blocking the loop.
 
-    QEMU is started and its socket awaited on a worker thread; then, if ``vm`` connects
-    (its ``connect`` argument), ``vm.client`` connects on ``vm``'s reactor, which must be
-    driven (attached to the running loop, which this does if nobody drives it yet, or
-    run by a thread); without a reactor, a private one is attached to the running loop.
+    This awaits :meth:`vm.launch() <qmplex.qemu.QemuProcess.launch>`: QEMU is spawned at
+    once and its monitor awaited by ``vm``'s reactor (no thread), which must be driven:
+    attached to the running loop (which this does if nobody drives it yet) or run by a
+    thread. Without a reactor of its own, ``vm`` makes a private one, attached here and
+    closed by :func:`stop`. ``vm.client``, if ``vm`` connects, lives on that reactor.
+    Any number of these may run at once (``asyncio.gather``).
 
     Returns:
         ``vm``, started.
 
     Raises:
-        As :meth:`QemuProcess.start`; after a failed connect QEMU is stopped first.
+        As :meth:`QemuProcess.start`; QEMU is reaped and its files removed first.
+        Cancelling the awaiting task kills QEMU.
     """
-    await asyncio.to_thread(vm.start, connect=False)
-    if vm.connects:
-        try:
-            vm.client = await connect(vm.qmp_path, reactor=vm.reactor,
-                                      timeout=vm.start_timeout)
-        except BaseException:
-            await asyncio.to_thread(vm.stop)
-            raise
-    return vm
+    launched = vm.launch()
+    _driven(vm.reactor)
+    return await launched
+
+
+async def stop(vm: QemuProcess, timeout: float = 5.0) -> int:
+    """Stop ``vm`` without blocking the loop (awaits :meth:`~qmplex.qemu.QemuProcess.shutdown`).
+
+    Args:
+        vm: a started :class:`~qmplex.qemu.QemuProcess`.
+        timeout: seconds each clean step is given (see :meth:`QemuProcess.stop`).
+
+    Returns:
+        QEMU's exit status.
+
+    Raises:
+        StateError: ``vm`` was never started.
+    """
+    _driven(vm.reactor)
+    return await vm.shutdown(timeout)
+
+
+async def restart(vm: QemuProcess, timeout: float = 5.0) -> QemuProcess:
+    """Restart ``vm`` without blocking the loop (awaits
+    :meth:`~qmplex.qemu.QemuProcess.relaunch`): QEMU is stopped, and started again with
+    the same command line and socket paths; clients with a reconnect policy come back
+    by themselves.
+
+    Returns:
+        ``vm``, running again.
+
+    Raises:
+        As :meth:`QemuProcess.restart`.
+    """
+    _driven(vm.reactor)
+    return await vm.relaunch(timeout)
 
 
 async def start_qemu(*args: Any, **kwargs: Any) -> QemuProcess:
@@ -376,7 +412,7 @@ async def start_qemu(*args: Any, **kwargs: Any) -> QemuProcess:
 
     Returns:
         The started process; ``vm.client`` is ready (unless ``connect=False``). Stop it
-        with ``await asyncio.to_thread(vm.stop)`` (``stop()`` blocks while QEMU exits).
+        with ``await aio.stop(vm)``.
     """
     from .qemu import QemuProcess
 

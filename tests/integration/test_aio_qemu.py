@@ -237,3 +237,45 @@ def test_start_qemu_failure_raises_and_leaves_nothing(run: Run[None], binary: st
         assert ticker.turns > 0
 
     run(main)
+
+
+def test_start_several_at_once_restart_and_stop_without_blocking(run: Run[None],
+                                                                 binary: str) -> None:
+    async def main() -> None:
+        reactor = Reactor()
+        with aio.attach(reactor):
+            ticker = Ticker()
+            vms = [QemuProcess(binary, reactor=reactor, start_timeout=20, name=f"vm{i}")
+                   for i in range(3)]
+            assert await asyncio.gather(*(aio.start(vm) for vm in vms)) == vms
+            try:
+                first = vms[0]
+                client, pid = first.client, first.pid
+                assert client is not None
+                assert await aio.restart(first) is first
+                assert first.pid != pid and first.client is client  # reconnected
+                assert (await client.vm.query_status()).status == "prelaunch"
+            finally:
+                codes = await asyncio.gather(*(aio.stop(vm) for vm in vms))
+            assert codes == [0, 0, 0]
+            await ticker.stop()
+            assert ticker.turns > 0
+            assert reactor.watched_fds() == 0 and reactor.pending_timers() == 0
+        reactor.close()
+
+    run(main)
+
+
+def test_start_qemu_then_stop_releases_the_private_reactor(run: Run[None],
+                                                           binary: str) -> None:
+    async def main() -> None:
+        vm = await aio.start_qemu(binary, start_timeout=20)
+        reactor = vm.reactor
+        assert reactor is not None and aio.bridge_of(reactor) is not None
+        exited = vm.wait_exit()
+        assert await aio.stop(vm) == 0
+        assert await exited == 0
+        assert reactor.closed and aio.bridge_of(reactor) is None
+        assert vm.client is None and not vm.alive()
+
+    run(main)

@@ -139,6 +139,7 @@ def test_bad_argument_raises_with_stderr(
     with pytest.raises(QemuError) as info:
         vm.start()
     assert message in str(info.value)
+    assert "exited with status 1 during start-up" in str(info.value)
     assert message in info.value.stderr
     assert info.value.returncode == 1
     assert not os.path.exists(os.path.dirname(vm.qmp_path))
@@ -219,6 +220,29 @@ def test_a_binary_that_exits_reports_its_status(tmp_path: Path) -> None:
     # The default headless line, then extra_args, then -qmp on the private socket.
     line = "args: -machine pc -accel tcg -nodefaults -display none -S -m 64 -device x -qmp unix:"
     assert line in info.value.stderr
+
+
+def test_a_binary_killed_by_a_signal_says_so(tmp_path: Path) -> None:
+    fake = fake_binary(tmp_path, "echo 'out of memory, say' >&2\nkill -KILL $$\n")
+    vm = QemuProcess(fake, name="vm7")
+    with pytest.raises(QemuError) as info:
+        vm.start()
+    assert info.value.returncode == -9
+    assert str(info.value).startswith(
+        "QEMU 'vm7' was killed by SIGKILL (signal 9) during start-up; stderr:\n")
+    assert str(info.value).endswith("out of memory, say")
+    error = vm.exit_error()
+    assert error is not None and error.returncode == -9
+    assert "out of memory, say" in error.stderr
+
+
+def test_restart_before_any_start_is_refused() -> None:
+    vm = QemuProcess("qemu-that-never-runs")
+    with pytest.raises(qmplex.StateError, match="never started"):
+        vm.restart()
+    with pytest.raises(qmplex.StateError, match="never started"):
+        vm.stop()
+    assert vm.exit_error() is None and vm.returncode is None and not vm.alive()
 
 
 def test_a_missing_binary_raises_qemu_error(tmp_path: Path) -> None:
